@@ -1,0 +1,80 @@
+"""``amc-mobile models`` and ``amc-mobile info``."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from amc_mobile.cli.common import console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models)
+    app.command("info")(info)
+
+
+def models() -> None:
+    """List the registered models."""
+    from rich.table import Table
+
+    from amc_mobile.models import get_entry, list_models
+    from amc_mobile.models.checkpoint import list_zoo
+
+    table = Table("model", "default input", "description")
+    for name in list_models():
+        e = get_entry(name)
+        table.add_row(name, f"{e.default_input_size} px, {e.default_num_classes} classes", e.description)
+    console.print(table)
+    console.print("shipped checkpoints: " + (", ".join(f"zoo:{z}" for z in list_zoo()) or "none"))
+
+
+def info(
+    model: str = typer.Option(None, "--model", "-m", help="Registered model name (see 'amc-mobile models')."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo:NAME."),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --model)."),
+    resolution: int = typer.Option(None, "--resolution", "-r", help="Input size in pixels."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
+    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
+    groups: bool = typer.Option(False, "--groups", help="List the prunable channel groups."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (keys: macs, params, layers)."),
+) -> None:
+    """Layers, MACs (conv+linear multiply-accumulates) and parameters of a model."""
+    from amc_mobile.errors import UserError
+    from amc_mobile.models import create_model, describe_model
+    from amc_mobile.models.checkpoint import load_checkpoint
+
+    if (model is None) == (checkpoint is None):
+        raise UserError("give exactly one of --model NAME or --checkpoint FILE")
+    if checkpoint is not None:
+        net, _ = load_checkpoint(checkpoint)
+    else:
+        net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
+                           input_size=resolution)
+    desc = describe_model(net, resolution)
+    group_rows = None
+    if groups:
+        from amc_mobile.pruning.groups import find_groups
+
+        group_rows = [{"name": g.name, "width": g.width} for g in find_groups(net, desc.input_size)]
+    if as_json:
+        out = {"model": net.arch_kwargs["name"], **desc.to_dict()}
+        if group_rows is not None:
+            out["groups"] = group_rows
+        print(json.dumps(out, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("#", "layer", "type", "in", "out", "k", "s", "groups", "input", "MACs", "params")
+    for i, s in enumerate(desc.layers):
+        table.add_row(str(i), s.name, s.type, str(s.in_channels), str(s.out_channels), str(s.kernel),
+                      str(s.stride), str(s.groups), f"{s.input_hw[0]}x{s.input_hw[1]}", f"{s.macs:,}",
+                      f"{s.params:,}")
+    console.print(table)
+    console.print(f"{net.arch_kwargs['name']} @ {desc.input_size}px: "
+                  f"{desc.macs / 1e6:.1f}M MACs, {desc.params / 1e6:.2f}M params")
+    if group_rows is not None:
+        gt = Table("#", "group", "full width")
+        for i, g in enumerate(group_rows):
+            gt.add_row(str(i), g["name"], str(g["width"]))
+        console.print(gt)

@@ -1,0 +1,141 @@
+"""Checkpoints = architecture description + state_dict, loadable with ``weights_only=True``.
+
+The architecture records the registry name and constructor arguments plus the actual shape of
+every Conv2d / BatchNorm2d / Linear, so a physically pruned model reloads without the original.
+Shipped teachers are addressed as ``zoo:NAME`` (files in ``amc_mobile/zoo/``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from amc_mobile.errors import UserError, unknown_name
+from amc_mobile.models.registry import create_model, get_entry
+
+FORMAT = "amc-mobile-checkpoint"
+VERSION = 1
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+
+def module_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """name -> [in, out, groups] for Conv2d, [in, out] for Linear, [features] for BatchNorm2d."""
+    shapes: dict[str, list[int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            shapes[name] = [m.in_channels, m.out_channels, m.groups]
+        elif isinstance(m, nn.Linear):
+            shapes[name] = [m.in_features, m.out_features]
+        elif isinstance(m, nn.BatchNorm2d):
+            shapes[name] = [m.num_features]
+    return shapes
+
+
+def arch_of(model: nn.Module) -> dict[str, Any]:
+    """The architecture description stored in checkpoints (plain JSON-able data)."""
+    kwargs = getattr(model, "arch_kwargs", None)
+    if kwargs is None:
+        raise UserError("model was not created by amc_mobile.models.create_model; cannot describe it")
+    return {**kwargs, "shapes": module_shapes(model)}
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def build_from_arch(arch: dict[str, Any]) -> nn.Module:
+    """Create the registered model, then resize every layer to the recorded (possibly pruned) shape."""
+    model = create_model(arch["name"], num_classes=arch["num_classes"], in_chans=arch["in_chans"],
+                         width_mult=arch["width_mult"], input_size=arch["input_size"])
+    modules = dict(model.named_modules())
+    for name, shape in arch.get("shapes", {}).items():
+        old = modules.get(name)
+        if old is None:
+            raise UserError(f"checkpoint names layer '{name}' which model '{arch['name']}' does not have")
+        if isinstance(old, nn.Conv2d):
+            cin, cout, groups = shape
+            if [old.in_channels, old.out_channels, old.groups] != shape:
+                _set_module(model, name, nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding,
+                                                   old.dilation, groups, old.bias is not None))
+        elif isinstance(old, nn.Linear):
+            if [old.in_features, old.out_features] != shape:
+                _set_module(model, name, nn.Linear(shape[0], shape[1], old.bias is not None))
+        elif isinstance(old, nn.BatchNorm2d):
+            if old.num_features != shape[0]:
+                _set_module(model, name, nn.BatchNorm2d(shape[0], old.eps, old.momentum))
+    model.arch_kwargs = {k: arch[k] for k in ("name", "num_classes", "in_chans", "width_mult", "input_size")}
+    return model
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, half: bool = False, **extra: Any) -> Path:
+    """Write architecture + state_dict (+ JSON-able ``extra`` such as metrics or optimizer state).
+
+    ``half=True`` stores floating tensors as float16 (for the shipped zoo); they load as float32.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "version": VERSION, "arch": arch_of(model), "state_dict": state, **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a kill mid-save never leaves a truncated checkpoint
+    return path
+
+
+def list_zoo() -> list[str]:
+    return sorted(p.stem for p in ZOO_DIR.glob("*.pt"))
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """Map ``zoo:NAME`` to the shipped file; check that a plain path exists."""
+    text = str(spec)
+    if text.startswith("zoo:"):
+        name = text[4:]
+        path = ZOO_DIR / f"{name}.pt"
+        if not path.exists():
+            raise unknown_name("zoo checkpoint", name, list_zoo())
+        return path
+    path = Path(text)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    return path
+
+
+def read_checkpoint(spec: str | Path) -> dict[str, Any]:
+    """Load the raw payload safely (``weights_only=True``); one-line errors for bad files."""
+    path = resolve_checkpoint(spec)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"corrupt or unreadable checkpoint {path}: {first[:200]}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "arch" not in payload:
+        raise UserError(f"{path} is not an amc-mobile checkpoint (no architecture description); "
+                        "create one with 'amc-mobile train' or 'amc-mobile prune'")
+    if payload.get("version", 0) > VERSION:
+        raise UserError(f"{path} has checkpoint version {payload['version']}; this amc-mobile reads <= {VERSION}")
+    return payload
+
+
+def load_checkpoint(spec: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model (at its stored, possibly pruned, widths) and load its weights."""
+    payload = read_checkpoint(spec)
+    arch = payload["arch"]
+    get_entry(arch.get("name", "?"))  # unknown model name -> one line listing valid ones
+    model = build_from_arch(arch)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {spec} does not match its architecture description "
+                        f"({str(exc).splitlines()[0][:160]})") from exc
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, meta

@@ -1,0 +1,24 @@
+"""Shared test configuration: hardware markers skip cleanly where the hardware is absent."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_cuda = torch.cuda.is_available()
+    has_phone = bool(os.environ.get("AMC_DEVICE_SERIAL") or os.environ.get("AMC_DEVICE_ADDRESS"))
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none found)"))
+        if "device" in item.keywords and not has_phone:
+            item.add_marker(pytest.mark.skip(reason="needs a phone: set AMC_DEVICE_SERIAL or AMC_DEVICE_ADDRESS"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _limit_threads() -> None:
+    """Tests share a 2-core machine: keep torch from oversubscribing it."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
