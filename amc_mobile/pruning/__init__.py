@@ -1,0 +1,25 @@
+"""Channel pruning (AMC): groups from the graph, policies, selection, reconstruction, fine-grained.
+
+Public API: :func:`find_groups` / :class:`ChannelGroup`; :class:`ChannelPruner` (built once per base
+model, ``.prune(keep_channels)`` many times); :func:`pruned_description` (MACs without a model);
+:class:`PruningPolicy`, :func:`round_channels`, :func:`uniform_policy`; :func:`fine_grained_prune`.
+"""
+
+from amc_mobile.pruning.criteria import get_criterion, list_criteria, register_criterion
+from amc_mobile.pruning.description import pruned_description
+from amc_mobile.pruning.engine import ChannelPruner
+from amc_mobile.pruning.fine_grained import SparsityReport, fine_grained_prune
+from amc_mobile.pruning.groups import ChannelGroup, GroupMember, find_groups
+from amc_mobile.pruning.policy import (
+    PruningPolicy,
+    policy_from_channels,
+    policy_from_ratios,
+    round_channels,
+    uniform_policy,
+)
+
+__all__ = [
+    "ChannelGroup", "ChannelPruner", "GroupMember", "PruningPolicy", "SparsityReport", "find_groups",
+    "fine_grained_prune", "get_criterion", "list_criteria", "policy_from_channels", "policy_from_ratios",
+    "pruned_description", "register_criterion", "round_channels", "uniform_policy",
+]

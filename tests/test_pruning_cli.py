@@ -1,0 +1,83 @@
+"""``amc-mobile prune`` / ``export``: artefacts written, bad input answered with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amc_mobile.cli.common import run_app
+from amc_mobile.cli.main import app
+from amc_mobile.models import describe_model
+from amc_mobile.models.checkpoint import load_checkpoint
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_prune_uniform_then_export(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, pol = tmp_path / "p.pt", tmp_path / "policy.json"
+    rc = run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.5", "--uniform", "0.5",
+                       "--out", str(out), "--save-policy", str(pol)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "MACs" in text and "params" in text
+    model, meta = load_checkpoint(out)
+    assert model.conv1[0].out_channels == 8 and meta["pruning"]["keep_channels"][0] == 8
+    assert json.loads(pol.read_text())["model"] == "mobilenet_v1_cifar"
+    # the saved policy re-applies to the same model, and the result exports to ONNX
+    assert run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.5", "--policy", str(pol),
+                         "--out", str(tmp_path / "q.pt")]) == 0
+    assert run_app(app, ["export", "--checkpoint", str(out), "--out", str(tmp_path / "p.onnx")]) == 0
+    assert "max |error|" in capsys.readouterr().out and (tmp_path / "p.onnx").exists()
+
+
+def test_prune_channels_reproduces_amc_shapes(tmp_path) -> None:
+    keep = "24,48,96,80,192,200,328,352,368,360,328,400,736,752"
+    out = tmp_path / "amc.pt"
+    assert run_app(app, ["prune", "--model", "mobilenet_v1", "--resolution", "64", "--channels", keep,
+                         "--out", str(out)]) == 0
+    model, _ = load_checkpoint(out)
+    convs = [s.out_channels for s in describe_model(model, 64).layers if s.type == "conv"]
+    assert convs == [int(c) for c in keep.split(",")]
+
+
+def test_fine_grained_cli(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.pt"
+    assert run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--sparsity", "0.8",
+                         "--out", str(out)]) == 0
+    assert "sparsity 80.0%" in capsys.readouterr().out
+    _, meta = load_checkpoint(out)
+    assert abs(meta["fine_grained"]["sparsity"] - 0.8) < 1e-3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--channels", "8,8"], "got 2 channel counts for 14 prunable groups"),
+    (["--channels", "8,16,32,32,64,64,128,128,128,128,128,128,256,600"],
+     "group 'features.12.pw.0': 600 channels is above its full width 512"),
+    (["--uniform", "1.5"], "outside (0, 1]"),
+    (["--uniform", "0.5", "--channels", "8"], "exactly one of"),
+    (["--uniform", "0.5", "--criterion", "l3"], "unknown criterion 'l3'"),
+])
+def test_bad_input_is_one_line(args: list[str], message: str, tmp_path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    rc = run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.5", *args,
+                       "--out", str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_policy_for_another_model_is_rejected(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    pol = tmp_path / "v1.json"
+    assert run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--uniform", "0.5",
+                         "--out", str(tmp_path / "a.pt"), "--save-policy", str(pol)]) == 0
+    capsys.readouterr()
+    rc = run_app(app, ["prune", "--model", "mobilenet_v2_cifar", "--width", "0.25", "--policy", str(pol),
+                       "--out", str(tmp_path / "b.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "policy is for model 'mobilenet_v1_cifar', not 'mobilenet_v2_cifar'" in err
