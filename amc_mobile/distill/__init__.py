@@ -1,0 +1,6 @@
+"""Knowledge distillation (DDC sec. 3.5): KD loss and a resumable fine-tuning loop."""
+
+from amc_mobile.distill.finetune import FinetuneConfig, finetune
+from amc_mobile.distill.loss import kd_loss
+
+__all__ = ["FinetuneConfig", "finetune", "kd_loss"]
