@@ -1,0 +1,130 @@
+"""onnxruntime on this machine's CPU (in-process, IO binding so no per-run input copies)."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amc_mobile.latency.artifacts import cached_export, export_onnx_checked
+from amc_mobile.latency.base import (
+    BackendOptions,
+    LatencyBackend,
+    LatencyStats,
+    format_samples,
+    parse_samples,
+    register_backend,
+)
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(BackendOptions):
+    provider: str = "CPUExecutionProvider"
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    atol: float = 1e-3  # export check tolerance (relative to the output's max |value|)
+    cache_artifacts: bool = True
+    # "thread_cpu": CPU time of the calling thread (the runtime computes on it with threads=1), which
+    # excludes time the OS gave the core to other processes: on a shared machine wall time of a 20 ms
+    # model is inflated by every preemption while sub-ms table entries mostly escape them. "wall":
+    # wall-clock time (use on a quiet, dedicated machine or with threads > 1).
+    clock: str = "thread_cpu"
+
+    def __post_init__(self) -> None:
+        if self.clock not in ("thread_cpu", "wall"):
+            from amc_mobile.errors import UserError
+
+            raise UserError(f"option clock must be 'thread_cpu' or 'wall', got {self.clock!r}")
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend(LatencyBackend):
+    artifact_suffix = ".onnx"
+    Options = OnnxRuntimeOptions
+    options: OnnxRuntimeOptions
+
+    def __init__(self, profile: Any) -> None:
+        super().__init__(profile)
+        self._sessions: dict[str, Any] = {}
+
+    def check_available(self) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed; fix: pip install onnxruntime"
+        if self.options.provider not in ort.get_available_providers():
+            return (f"onnxruntime provider {self.options.provider} is not available here "
+                    f"(have: {', '.join(ort.get_available_providers())})")
+        return None
+
+    def prepare(self, model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
+        def export(m: Any, p: Path, shape: tuple[int, ...]) -> None:
+            export_onnx_checked(m, p, shape, atol=self.options.atol)
+
+        return cached_export(export, model.eval(), self.artifact_path(path), tuple(input_shape),
+                             "onnx-ts17", self.options.cache_artifacts)
+
+    def _session(self, artifact: str | Path) -> tuple[Any, Any]:
+        import numpy as np
+        import onnxruntime as ort
+
+        key = str(Path(artifact).resolve())
+        if key not in self._sessions:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self.profile.threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = {
+                "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            }[self.options.graph_optimization]
+            try:
+                sess = ort.InferenceSession(key, so, providers=[self.options.provider])
+            except Exception as exc:  # onnxruntime raises its own exception types
+                from amc_mobile.errors import UserError
+
+                raise UserError(f"cannot load {artifact} in onnxruntime: {str(exc).splitlines()[0][:200]}") from exc
+            inp = sess.get_inputs()[0]
+            shape = [d if isinstance(d, int) else self.profile.batch_size for d in inp.shape]
+            if shape and not isinstance(inp.shape[0], int):
+                shape[0] = self.profile.batch_size
+            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            binding = sess.io_binding()
+            binding.bind_ortvalue_input(inp.name, ort.OrtValue.ortvalue_from_numpy(x))
+            for out in sess.get_outputs():
+                binding.bind_output(out.name, "cpu")
+            self._sessions[key] = (sess, binding)
+        return self._sessions[key]
+
+    def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
+        sess, binding = self._session(artifact)
+        for _ in range(warmup_runs):
+            sess.run_with_iobinding(binding)
+        samples = []
+        clock = time.thread_time_ns if self.options.clock == "thread_cpu" else time.perf_counter_ns
+        if self.options.clock == "thread_cpu" and self.profile.threads > 1:
+            from amc_mobile.errors import UserError
+
+            raise UserError("clock 'thread_cpu' measures one thread; use clock: wall with threads > 1")
+        for _ in range(runs):
+            t0 = clock()
+            sess.run_with_iobinding(binding)
+            samples.append((clock() - t0) / 1e6)
+        return format_samples(samples, {"runner": "amc-mobile onnxruntime", "artifact": Path(artifact).name,
+                                         "clock": self.options.clock})
+
+    def parse(self, raw: str) -> LatencyStats:
+        return parse_samples(raw)
+
+    def describe_device(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {**super().describe_device(), "runtime": "onnxruntime", "runtime_version": ort.__version__,
+                "provider": self.options.provider, "cpu": platform.processor() or platform.machine(),
+                "host": platform.node(), "clock": self.options.clock}
+
+    def close(self) -> None:
+        self._sessions.clear()

@@ -1,0 +1,53 @@
+"""Exports used by the backends are checked numerically against torch; missing extras are one line."""
+
+from __future__ import annotations
+
+import builtins
+
+import pytest
+import torch
+
+from amc_mobile.errors import UserError
+from amc_mobile.latency import load_profile
+from amc_mobile.latency.units import build_unit, reference_workload
+
+
+def test_onnx_backend_exports_and_runs_a_unit(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AMC_ARTIFACT_CACHE", str(tmp_path / "cache"))
+    with load_profile("host-cpu").create_backend() as backend:
+        model, shape = build_unit("dw+conv+res|k3|s1|8x8", 16, 16)
+        art = backend.prepare(model, shape, tmp_path / "unit")
+        assert art.suffix == ".onnx" and art.exists()
+        again = backend.prepare(model, shape, tmp_path / "copy")  # served from the content-hash cache
+        assert again.read_bytes() == art.read_bytes()
+        stats = backend.parse(backend.run(art, 2, 5))
+        assert stats.count == 5 and stats.median_ms > 0
+        assert backend.describe_device()["runtime_version"]
+
+
+def test_tflite_export_matches_torch(tmp_path) -> None:
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_litert")
+    from amc_mobile.export.tflite import export_tflite, run_tflite
+
+    model, shape = build_unit("dw+conv|k3|s2|8x8", 8, 16)
+    report = export_tflite(model, tmp_path / "u.tflite", shape, atol=1e-4)
+    assert report.max_abs_error <= 1e-4 and report.size_bytes > 0
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        assert torch.allclose(run_tflite(report.path, x).reshape(model(x).shape), model(x), atol=1e-4)
+
+
+def test_missing_tflite_extra_is_one_line(monkeypatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("litert_torch"):
+            raise ImportError("No module named 'litert_torch'", name="litert_torch")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    from amc_mobile.export.tflite import export_tflite
+
+    with pytest.raises(UserError, match=r"pip install 'amc-mobile\[tflite\]'"):
+        export_tflite(*reference_workload()[:1], "x.tflite", (1, 32, 56, 56))
