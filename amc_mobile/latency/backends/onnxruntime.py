@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amc_mobile.latency.artifacts import cached_export, export_onnx_checked
+from amc_mobile.export.onnx import export_onnx
+from amc_mobile.latency.artifacts import cached_export
 from amc_mobile.latency.base import (
     BackendOptions,
     LatencyBackend,
@@ -60,7 +61,7 @@ class OnnxRuntimeBackend(LatencyBackend):
 
     def prepare(self, model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
         def export(m: Any, p: Path, shape: tuple[int, ...]) -> None:
-            export_onnx_checked(m, p, shape, atol=self.options.atol)
+            export_onnx(m, p, shape, atol=self.options.atol)
 
         return cached_export(export, model.eval(), self.artifact_path(path), tuple(input_shape),
                              "onnx-ts17", self.options.cache_artifacts)
