@@ -43,6 +43,7 @@ def info(
     from amc_mobile.errors import UserError
     from amc_mobile.models import create_model, describe_model
     from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.models.registry import arch_kwargs
 
     if (model is None) == (checkpoint is None):
         raise UserError("give exactly one of --model NAME or --checkpoint FILE")
@@ -52,13 +53,14 @@ def info(
         net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
                            input_size=resolution)
     desc = describe_model(net, resolution)
+    name = (arch_kwargs(net) or {}).get("name", model)
     group_rows = None
     if groups:
         from amc_mobile.pruning.groups import find_groups
 
         group_rows = [{"name": g.name, "width": g.width} for g in find_groups(net, desc.input_size)]
     if as_json:
-        out = {"model": net.arch_kwargs["name"], **desc.to_dict()}
+        out = {"model": name, **desc.to_dict()}
         if group_rows is not None:
             out["groups"] = group_rows
         print(json.dumps(out, indent=2))
@@ -71,10 +73,10 @@ def info(
                       str(s.stride), str(s.groups), f"{s.input_hw[0]}x{s.input_hw[1]}", f"{s.macs:,}",
                       f"{s.params:,}")
     console.print(table)
-    console.print(f"{net.arch_kwargs['name']} @ {desc.input_size}px: "
+    console.print(f"{name} @ {desc.input_size}px: "
                   f"{desc.macs / 1e6:.1f}M MACs, {desc.params / 1e6:.2f}M params")
     if group_rows is not None:
         gt = Table("#", "group", "full width")
         for i, g in enumerate(group_rows):
-            gt.add_row(str(i), g["name"], str(g["width"]))
+            gt.add_row(str(i), str(g["name"]), str(g["width"]))
         console.print(gt)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from amc_mobile.errors import UserError, unknown_name
-from amc_mobile.models.registry import create_model, get_entry
+from amc_mobile.models.registry import arch_kwargs, create_model, get_entry, set_arch_kwargs
 
 FORMAT = "amc-mobile-checkpoint"
 VERSION = 1
@@ -38,7 +38,7 @@ def module_shapes(model: nn.Module) -> dict[str, list[int]]:
 
 def arch_of(model: nn.Module) -> dict[str, Any]:
     """The architecture description stored in checkpoints (plain JSON-able data)."""
-    kwargs = getattr(model, "arch_kwargs", None)
+    kwargs = arch_kwargs(model)
     if kwargs is None:
         raise UserError("model was not created by amc_mobile.models.create_model; cannot describe it")
     return {**kwargs, "shapes": module_shapes(model)}
@@ -62,15 +62,17 @@ def build_from_arch(arch: dict[str, Any]) -> nn.Module:
         if isinstance(old, nn.Conv2d):
             cin, cout, groups = shape
             if [old.in_channels, old.out_channels, old.groups] != shape:
-                _set_module(model, name, nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding,
-                                                   old.dilation, groups, old.bias is not None))
+                # same geometry as the layer it replaces (torch types these fields loosely)
+                conv = nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
+                                 old.dilation, groups, old.bias is not None)  # type: ignore[arg-type]
+                _set_module(model, name, conv)
         elif isinstance(old, nn.Linear):
             if [old.in_features, old.out_features] != shape:
                 _set_module(model, name, nn.Linear(shape[0], shape[1], old.bias is not None))
         elif isinstance(old, nn.BatchNorm2d):
             if old.num_features != shape[0]:
                 _set_module(model, name, nn.BatchNorm2d(shape[0], old.eps, old.momentum))
-    model.arch_kwargs = {k: arch[k] for k in ("name", "num_classes", "in_chans", "width_mult", "input_size")}
+    set_arch_kwargs(model, {k: arch[k] for k in ("name", "num_classes", "in_chans", "width_mult", "input_size")})
     return model
 
 

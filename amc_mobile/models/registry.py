@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -64,12 +65,24 @@ def create_model(
         in_chans=entry.default_in_chans if in_chans is None else in_chans,
         width_mult=width_mult,
     )
-    model.input_size = entry.default_input_size if input_size is None else int(input_size)
-    model.arch_kwargs = {
+    size = entry.default_input_size if input_size is None else int(input_size)
+    set_arch_kwargs(model, {
         "name": name,
         "num_classes": entry.default_num_classes if num_classes is None else int(num_classes),
         "in_chans": entry.default_in_chans if in_chans is None else int(in_chans),
         "width_mult": float(width_mult),
-        "input_size": model.input_size,
-    }
+        "input_size": size,
+    })
     return model
+
+
+def set_arch_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """Record the constructor arguments (and ``input_size``) on the model, for checkpoints."""
+    object.__setattr__(model, "arch_kwargs", dict(kwargs))
+    object.__setattr__(model, "input_size", int(kwargs["input_size"]))
+
+
+def arch_kwargs(model: nn.Module) -> dict[str, Any] | None:
+    """The constructor arguments recorded by :func:`create_model` (None for foreign models)."""
+    value = getattr(model, "arch_kwargs", None)
+    return value if isinstance(value, dict) else None
