@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amc_mobile.export.onnx import export_onnx
 from amc_mobile.latency.artifacts import cached_export
+from amc_mobile.latency.backends.host import HostOptions, time_calls
 from amc_mobile.latency.base import (
-    BackendOptions,
     LatencyBackend,
     LatencyStats,
     format_samples,
@@ -21,22 +20,9 @@ from amc_mobile.latency.base import (
 
 
 @dataclass(frozen=True)
-class OnnxRuntimeOptions(BackendOptions):
+class OnnxRuntimeOptions(HostOptions):
     provider: str = "CPUExecutionProvider"
     graph_optimization: str = "all"  # disable | basic | extended | all
-    atol: float = 1e-3  # export check tolerance (relative to the output's max |value|)
-    cache_artifacts: bool = True
-    # "thread_cpu": CPU time of the calling thread (the runtime computes on it with threads=1), which
-    # excludes time the OS gave the core to other processes: on a shared machine wall time of a 20 ms
-    # model is inflated by every preemption while sub-ms table entries mostly escape them. "wall":
-    # wall-clock time (use on a quiet, dedicated machine or with threads > 1).
-    clock: str = "thread_cpu"
-
-    def __post_init__(self) -> None:
-        if self.clock not in ("thread_cpu", "wall"):
-            from amc_mobile.errors import UserError
-
-            raise UserError(f"option clock must be 'thread_cpu' or 'wall', got {self.clock!r}")
 
 
 @register_backend("onnxruntime")
@@ -102,18 +88,8 @@ class OnnxRuntimeBackend(LatencyBackend):
 
     def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
         sess, binding = self._session(artifact)
-        for _ in range(warmup_runs):
-            sess.run_with_iobinding(binding)
-        samples = []
-        clock = time.thread_time_ns if self.options.clock == "thread_cpu" else time.perf_counter_ns
-        if self.options.clock == "thread_cpu" and self.profile.threads > 1:
-            from amc_mobile.errors import UserError
-
-            raise UserError("clock 'thread_cpu' measures one thread; use clock: wall with threads > 1")
-        for _ in range(runs):
-            t0 = clock()
-            sess.run_with_iobinding(binding)
-            samples.append((clock() - t0) / 1e6)
+        samples = time_calls(lambda: sess.run_with_iobinding(binding), warmup_runs, runs, self.options.clock,
+                             self.profile.threads)
         return format_samples(samples, {"runner": "amc-mobile onnxruntime", "artifact": Path(artifact).name,
                                          "clock": self.options.clock})
 
