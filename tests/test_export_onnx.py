@@ -12,14 +12,6 @@ from amc_mobile.models import create_model
 from amc_mobile.pruning import ChannelPruner, uniform_policy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _healthy(name: str, size: int) -> torch.nn.Module:
     """Random weights with BatchNorm statistics fitted to the inputs (outputs of order 1)."""
     torch.manual_seed(0)

@@ -38,14 +38,6 @@ def smooth_images(n: int, chans: int, size: int, seed: int) -> torch.Tensor:
     return x * (0.5 + torch.rand(n, 1, 1, 1, generator=g)) + 0.1 * torch.randn(x.shape, generator=g)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small ops: on the shared 2-core machine one thread is several times faster than two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def calibrated(name: str, width: float = 0.5, size: int = 16, seed: int = 0) -> nn.Module:
     """A random-weight model whose BatchNorm statistics match its inputs (healthy activations)."""

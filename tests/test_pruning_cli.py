@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from amc_mobile.cli.common import run_app
 from amc_mobile.cli.main import app
 from amc_mobile.models import describe_model
 from amc_mobile.models.checkpoint import load_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_prune_uniform_then_export(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

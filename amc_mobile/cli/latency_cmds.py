@@ -212,11 +212,11 @@ def measure(
     import tempfile
 
     from amc_mobile.latency.protocol import Protocol, ProtocolSettings
-    from amc_mobile.latency.units import torch_single_thread
+    from amc_mobile.threads import torch_threads
 
     prof = _usable_profile(device)
     with tempfile.TemporaryDirectory(prefix="amc-measure-") as tmp, prof.create_backend() as backend, \
-            torch_single_thread():
+            torch_threads(1):
         art, label = _artifact_for(backend, model_file, Path(tmp))
         proto = Protocol(backend, ProtocolSettings.from_profile(prof, repeats=repeats), tmp)
         m = proto.measure_many([art])[0]
@@ -242,11 +242,11 @@ def compare(
     import tempfile
 
     from amc_mobile.latency.protocol import Protocol, ProtocolSettings
-    from amc_mobile.latency.units import torch_single_thread
+    from amc_mobile.threads import torch_threads
 
     prof = _usable_profile(device)
     with tempfile.TemporaryDirectory(prefix="amc-compare-") as tmp, prof.create_backend() as backend, \
-            torch_single_thread():
+            torch_threads(1):
         a, la = _artifact_for(backend, model_a, Path(tmp) / "a")
         b, lb = _artifact_for(backend, model_b, Path(tmp) / "b")
         proto = Protocol(backend, ProtocolSettings.from_profile(prof), tmp)

@@ -31,10 +31,10 @@ from amc_mobile.latency.units import (
     Unit,
     build_unit,
     residual_layers,
-    torch_single_thread,
     units_of,
 )
 from amc_mobile.models.describe import ModelDescription, describe_model
+from amc_mobile.threads import torch_threads
 
 TABLE_SCHEMA = 1
 COLUMNS = ["slot", "cin", "cout", "latency_ms", "p10_ms", "p90_ms", "std_ms", "windows", "ratio", "ratio_p10",
@@ -154,7 +154,7 @@ def profile_table(profile: Any, model: nn.Module, out_csv: str | Path, *, input_
     from the sum of isolated units to the whole model (see :class:`LatencyTable`).
     Returns a summary (rows measured now, total, grid sizes, seconds).
     """
-    with torch_single_thread():
+    with torch_threads(1):
         return _profile_table(profile, model, out_csv, input_size, granularity, points, batch_rows, max_rows,
                               settings_overrides, calibration, progress)
 

@@ -10,8 +10,7 @@ predicts any description whose channels were changed, without a forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,19 +34,6 @@ class Unit:
     cin_fixed: bool  # image channels: never pruned
     cout_fixed: bool  # classes: never pruned
     layers: tuple[str, ...]
-
-
-@contextmanager
-def torch_single_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block (restored after): the small forward passes of export
-    and BN calibration must not spin worker threads next to the runtime being timed, and on a loaded
-    2-core machine multi-threaded tiny convs are 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def residual_layers(model: nn.Module) -> list[str]:

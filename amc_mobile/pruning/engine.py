@@ -13,10 +13,9 @@ torch-pruning's ``group.prune()`` remove the same channels; slower, kept as a cr
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +34,7 @@ from amc_mobile.pruning.groups import (
 )
 from amc_mobile.pruning.policy import PruningPolicy, check_keep_channels
 from amc_mobile.pruning.reconstruct import LayerGram, collect_grams, solve_weights
+from amc_mobile.threads import torch_threads
 
 BACKENDS = ("slice", "torch_pruning")
 
@@ -102,7 +102,7 @@ class ChannelPruner:
         self.reconstruct = bool(reconstruct and calib_images is not None)
         if self.reconstruct:
             assert calib_images is not None
-            with _num_threads(threads):
+            with torch_threads(threads):
                 self.grams = collect_grams(model, self.consumers, calib_images, calib_batch_size,
                                            calib_batches, points_per_image, seed, solve_dtype)
             short = [f"{n} ({st.rows} rows < {st.gram.shape[0]} inputs)" for n, st in self.grams.items()
@@ -161,7 +161,7 @@ class ChannelPruner:
         do_fit = self.reconstruct if reconstruct is None else bool(reconstruct)
         if do_fit and not self.grams:
             raise UserError("reconstruction needs calibration images (pass calib_images to ChannelPruner)")
-        with _num_threads(self.threads):
+        with torch_threads(self.threads):
             return self._prune(keep_channels, do_fit)
 
     def _prune(self, keep_channels: Sequence[int], do_fit: bool) -> nn.Module:
@@ -214,17 +214,6 @@ class ChannelPruner:
 
 
 _SLICED = ("weight", "bias", "running_mean", "running_var")
-
-
-@contextlib.contextmanager
-def _num_threads(n: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _slice_param(param: torch.Tensor | None, idx: torch.Tensor | None, dim: int) -> None:
