@@ -28,7 +28,15 @@ def search(
     params_budget: str = typer.Option(None, "--params-budget", help="Parameter budget, e.g. 60% or 400k."),
     episodes: int = typer.Option(None, "--episodes", "-n", help="Episodes in total, warm-up included [400]."),
     warmup: int = typer.Option(None, "--warmup", help="Episodes of random actions before the agent learns "
-                               "[AMC's 100; a quarter of --episodes when that is below 400]."),
+                               "[AMC's 100; a quarter of --episodes when that is below 400; 0 with "
+                               "--transfer-from]."),
+    classes: str = typer.Option(None, "--classes", help="Search for this class subset (DDC): names, indices of "
+                                "the teacher's outputs or a preset, e.g. 'Sandal,Sneaker,Ankle boot'; the "
+                                "teacher's classifier is cut to these rows."),
+    transfer_from: str = typer.Option(None, "--transfer-from", help="Start the agent (actor + critic) from the "
+                                      "finished search in this directory (DDC policy transfer)."),
+    init_sigma: float = typer.Option(None, "--init-sigma", help="Exploration noise after the warm-up, decaying "
+                                     "x0.95 per episode [0.5; 0.2 with --transfer-from]."),
     out: str = typer.Option(None, "--out", "-o", help="Output directory (required unless --resume)."),
     resume: str = typer.Option(None, "--resume", help="Continue the interrupted search in this directory."),
     reward: str = typer.Option("err", "--reward", help="err | flops | params | latency | ddc."),
@@ -65,11 +73,17 @@ def search(
             th = ()
         if len(th) != 3:
             raise UserError(f"--ddc-thresholds {ddc_thresholds}: expected three numbers A,T,C like 0.9,0.3,0.6")
+        if transfer_from and method != "amc":
+            raise UserError("--transfer-from needs --method amc (it starts the DDPG agent)")
         inputs = SearchInputs(checkpoint, device, latency_budget, flops_budget, params_budget, latency_table,
-                              dataset, data_dir, method)
+                              dataset, data_dir, method, classes, transfer_from)
         n = 400 if episodes is None else episodes
-        cfg = SearchConfig(episodes=n, warmup=min(100, n // 4) if warmup is None else warmup, reward=reward,
-                           metric=metric, val_size=val_size, min_ratio=min_ratio, ddc_thresholds=th, seed=seed)
+        if warmup is None:
+            warmup = 0 if transfer_from else min(100, n // 4)
+        if init_sigma is None:
+            init_sigma = 0.2 if transfer_from else 0.5
+        cfg = SearchConfig(episodes=n, warmup=warmup, reward=reward, metric=metric, val_size=val_size,
+                           min_ratio=min_ratio, ddc_thresholds=th, seed=seed, init_sigma=init_sigma)
         out_dir = out
     cfg.measure = measure
     summary = run_search(inputs, cfg, out_dir, resume=bool(resume), progress=progress,
@@ -101,6 +115,9 @@ def finetune(
     data_dir: str = typer.Option(None, "--data-dir", help="Directory holding the data set."),
     test: bool = typer.Option(False, "--test", help="Also report accuracy on the test split."),
     resume: bool = typer.Option(False, "--resume", help="Continue after the last finished epoch in --out."),
+    classes: str = typer.Option(None, "--classes", help="Class subset (as in 'amc-mobile search --classes'): "
+                                "the teacher's logits are cut to these classes [default: the student's "
+                                "recorded classes when they are a subset of the teacher's]."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fine-tune a pruned model with knowledge distillation from its teacher (DDC)."""
@@ -109,9 +126,26 @@ def finetune(
     from amc_mobile.distill import finetune as run_finetune
     from amc_mobile.errors import UserError
     from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.search.subset import subset_teacher, teacher_classes
 
     student, meta = load_checkpoint(checkpoint)
     teacher_model, tmeta = load_checkpoint(teacher)
+    student_classes = (meta.get("data") or {}).get("classes")
+    if classes is None and student_classes and tmeta.get("data"):
+        t_names = teacher_classes(tmeta, data_dir)
+        if list(student_classes) != t_names and set(student_classes) <= set(t_names):
+            classes = [str(t_names.index(c)) for c in student_classes]  # a subset search's pruned.pt
+    if classes:
+        teacher_model, tmeta, names = subset_teacher(teacher_model, tmeta, classes, data_dir)
+        if student_classes and len(student_classes) == len(names) and list(student_classes) != names:
+            raise UserError(f"{checkpoint} was searched/trained for classes {', '.join(student_classes)}, not "
+                            f"{', '.join(names)} (same classes in the same order are needed)")
+        meta = {**meta, "data": {**(meta.get("data") or tmeta["data"]), "classes": names}}
+    n_student = int(student.arch_kwargs["num_classes"])
+    if n_student != int(teacher_model.arch_kwargs["num_classes"]):
+        raise UserError(f"the student has {n_student} outputs but the teacher has "
+                        f"{teacher_model.arch_kwargs['num_classes']}; pass --classes to cut the teacher to the "
+                        "student's classes")
     info = meta.get("data") or tmeta.get("data") or {}
     if not info.get("dataset"):
         raise UserError(f"{checkpoint} does not record its data set")

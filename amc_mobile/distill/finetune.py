@@ -55,6 +55,10 @@ def finetune(student: nn.Module, teacher: nn.Module, train_data: Any, val_data: 
         raise UserError(f"--lambda must be in [0, 1], got {cfg.lam}")
     if cfg.temperature <= 0:
         raise UserError(f"--temperature must be positive, got {cfg.temperature}")
+    n_student, n_teacher = (getattr(m, "arch_kwargs", {}).get("num_classes") for m in (student, teacher))
+    if n_student is not None and n_teacher is not None and n_student != n_teacher:
+        raise UserError(f"the student has {n_student} outputs and the teacher {n_teacher}; cut the teacher to the "
+                        "student's classes first (amc_mobile.search.subset.restrict_classes, CLI --classes)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"

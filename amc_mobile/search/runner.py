@@ -11,6 +11,10 @@ interleaved), ``search.png`` (reward over episodes; accuracy vs latency of every
 budget line). ``search_state.pt`` holds everything needed to resume (agent, replay buffer, noise
 schedule, generators, episode rows); it is rewritten atomically after every episode, so a killed
 search resumed with ``resume=True`` loses and repeats no episode.
+
+DDC options: ``SearchInputs.classes`` searches for a class subset (the teacher's classifier is cut
+to those rows first, :mod:`amc_mobile.search.subset`); ``SearchInputs.transfer_from`` warm-starts the
+agent's actor and critic from a finished search's ``search_state.pt`` (DDC's policy transfer).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class SearchConfig:
     ddc_thresholds: tuple[float, float, float] = (0.9, 0.3, 0.6)  # DDC A_th, T_th, C_th
     seed: int = 0  # agent, calibration sample and val subset
     measure: bool = True  # measure final model and teacher on the device at the end
+    init_sigma: float = 0.5  # exploration noise after the warm-up: sigma = init_sigma * 0.95^(episode - warmup)
 
     def check(self) -> None:
         if self.metric not in ("top1", "top5"):
@@ -74,6 +79,8 @@ class SearchConfig:
             raise UserError("--episodes must be >= 1")
         if self.warmup < 0:
             raise UserError("--warmup must be >= 0")
+        if not 0.0 <= self.init_sigma <= 1.0:
+            raise UserError(f"--init-sigma must be in [0, 1], got {self.init_sigma}")
         get_reward(self.reward)
 
 
@@ -90,6 +97,8 @@ class SearchInputs:
     dataset: str | None = None  # default: the data set recorded in the checkpoint
     data_dir: str | None = None
     method: str = "amc"  # "amc" (DDPG search) | "uniform" (baseline)
+    classes: str | None = None  # class subset (DDC): names / indices of the teacher's outputs / a preset
+    transfer_from: str | None = None  # directory of a finished search whose agent starts this one (DDC)
 
     def budgets(self) -> list[Budget]:
         return parse_budgets(self.latency_budget, self.flops_budget, self.params_budget)
@@ -192,6 +201,12 @@ def build_problem(inputs: SearchInputs, cfg: SearchConfig, latency_predictor: An
                                                inputs.latency_table)
     if needs_latency and latency_predictor is None:
         raise UserError("a latency budget or the latency/ddc reward needs --device NAME (its latency table)")
+    if inputs.classes:
+        from amc_mobile.search.subset import subset_teacher
+
+        teacher, meta, names = subset_teacher(teacher, meta, inputs.classes, inputs.data_dir)
+        log(f"class subset: {', '.join(names)} (classifier cut to {len(names)} outputs; latency predicted "
+            "from the full model's table, interpolated at the smaller classifier)")
     val, train, data_info = _data_for(meta, inputs)
     val = val.subset(cfg.val_size, cfg.seed)
     n_calib = cfg.calib_batches * cfg.calib_batch_size
@@ -309,7 +324,9 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         return finalize(problem, out, rows, 0, time.perf_counter() - t0, log, command,
                         extra={"uniform_keep_ratio": ratio})
     env = problem.env
-    agent = DDPGAgent(N_STATE_FEATURES, len(env.groups), DDPGConfig(warmup=cfg.warmup), seed=cfg.seed)
+    agent = DDPGAgent(N_STATE_FEATURES, len(env.groups), DDPGConfig(warmup=cfg.warmup, init_sigma=cfg.init_sigma),
+                      seed=cfg.seed)
+    signature = _agent_signature(problem)
     rows: list[dict[str, Any]] = []
     best_episode = -1
     wall_s = 0.0
@@ -320,6 +337,9 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         wall_s = float(state["wall_s"])
         log(f"resuming {out}: {len(rows)} episode(s) done")
         write_log_csv(out / "episodes.csv", rows)  # drop any row written after the last state save
+    elif inputs.transfer_from:
+        load_transferred_agent(agent, inputs.transfer_from, signature)
+        log(f"agent (actor + critic) transferred from {inputs.transfer_from}")
     start = len(rows)
     stop = cfg.episodes if stop_after is None else min(cfg.episodes, start + stop_after)
     bar = _progress(cfg.episodes, start, progress)
@@ -355,7 +375,7 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
             _save_state(state_path, {
                 "schema_version": STATE_SCHEMA, "fingerprint": _fingerprint(inputs, cfg), "agent": agent.state_dict(),
                 "rows": rows, "best_episode": best_episode, "wall_s": wall_s, "episodes": cfg.episodes,
-                "measure": cfg.measure})
+                "measure": cfg.measure, "signature": signature})
             write_log_csv(out / "episodes.csv", rows)
             best = rows[best_episode]
             bar.set_postfix_str(f"best {best['reward']:.4f} (acc {best['accuracy']:.3f}, ep {best_episode})",
@@ -366,6 +386,54 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
     if len(rows) < cfg.episodes:
         return {"episodes_done": len(rows), "finished": False}
     return finalize(problem, out, rows, best_episode, wall_s, log, command)
+
+
+def _agent_signature(problem: Problem) -> dict[str, Any]:
+    """What an agent is tied to: the model, its channel groups and the state size."""
+    return {"model": str(problem.teacher.arch_kwargs["name"]), "n_groups": len(problem.groups),
+            "n_states": N_STATE_FEATURES, "group_names": [g.name for g in problem.groups]}
+
+
+def _saved_signature(state: dict[str, Any]) -> dict[str, Any]:
+    """The signature of a saved search (derived from the agent for states written before it was stored)."""
+    if "signature" in state:
+        return dict(state["signature"])
+    sd = state["agent"]
+    n_groups = int(sd["buffer"]["capacity"]) // int(sd["config"]["replay_per_layer"])
+    model = None
+    try:
+        from amc_mobile.models.checkpoint import read_checkpoint
+
+        model = read_checkpoint(state["fingerprint"]["checkpoint"])["arch"]["name"]
+    except UserError:
+        pass
+    return {"model": model, "n_groups": n_groups, "n_states": int(sd["n_states"])}
+
+
+def load_transferred_agent(agent: DDPGAgent, source_dir: str | Path, signature: dict[str, Any]) -> None:
+    """DDC policy transfer: start ``agent`` from the actor, critic and their targets of the search in
+    ``source_dir``. Its replay buffer, reward baseline and optimiser moments are NOT copied: they hold
+    rewards of the source's data (another class set, another accuracy scale), which would bias the
+    critic and the baseline of the new search; the new search fills its own buffer from episode 0."""
+    path = Path(source_dir) / "search_state.pt"
+    if not path.exists():
+        raise UserError(f"--transfer-from {source_dir}: no search_state.pt there (not a search directory)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("schema_version") != STATE_SCHEMA:
+        raise UserError(f"{path}: search state schema {state.get('schema_version')}; this amc-mobile reads "
+                        f"{STATE_SCHEMA}")
+    saved = _saved_signature(state)
+    diff = [f"{k} {saved.get(k)} vs {signature[k]}" for k in ("model", "n_groups", "n_states")
+            if saved.get(k) is not None and saved.get(k) != signature[k]]
+    hidden = int(state["agent"]["config"].get("hidden", agent.cfg.hidden))
+    if hidden != agent.cfg.hidden:
+        diff.append(f"hidden {hidden} vs {agent.cfg.hidden}")
+    if diff:
+        raise UserError(f"--transfer-from {source_dir}: its search used another setup ({'; '.join(diff)}); "
+                        "transfer needs the same model, channel groups and state size")
+    sd = state["agent"]
+    for name in ("actor", "critic", "actor_target", "critic_target"):
+        getattr(agent, name).load_state_dict(sd[name])
 
 
 @contextmanager
@@ -433,9 +501,11 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], best_episo
     keep = [int(k) for k in str(best["keep_channels"]).split()]
     arch = problem.teacher.arch_kwargs
     size = int(arch.get("input_size") or problem.pruner.input_size)
+    classes = list(problem.data_info.get("classes") or [])
     policy = policy_from_channels(problem.groups, keep, arch["name"], size, cfg.multiple,
                                   source=f"amc-mobile search ({inputs.method})", episode=best_episode,
-                                  reward=best["reward"], reward_name=cfg.reward)
+                                  reward=best["reward"], reward_name=cfg.reward, classes=classes,
+                                  num_classes=int(arch["num_classes"]))
     policy.save(out / "policy.json")
     pruned = problem.pruner.prune(keep)
     full = tuple(g.width for g in problem.groups)
@@ -458,6 +528,7 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], best_episo
     summary: dict[str, Any] = {
         "schema_version": SUMMARY_SCHEMA, "command": command, "method": inputs.method,
         "inputs": asdict(inputs), "config": asdict(cfg), "data": problem.data_info,
+        "classes": classes, "num_classes": int(arch["num_classes"]), "transfer_from": inputs.transfer_from,
         "budgets": budgets, "episodes": len(rows), "best_episode": best_episode, "best_reward": best["reward"],
         "keep_channels": keep, "group_names": [g.name for g in problem.groups],
         "teacher": block(teacher_costs, problem.teacher_metrics, measured.get("teacher")),
