@@ -26,8 +26,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from amc_mobile.search.budgets import Budget, format_cost, parse_budgets
 from amc_mobile.search.ddpg import DDPGAgent, DDPGConfig
 from amc_mobile.search.env import N_STATE_FEATURES, ChannelSearchEnv, CostModel
 from amc_mobile.search.rewards import Candidate, DDCThresholds, get_reward
+from amc_mobile.threads import torch_threads
 
 STATE_SCHEMA = 1
 SUMMARY_SCHEMA = 1
@@ -349,7 +349,7 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
             s = env.reset()
             transitions, raw = [], []
             while not env.done:
-                with _one_thread():
+                with torch_threads(1):
                     a = agent.act(s, ep)
                 s2, applied, done = env.step(a)
                 raw.append(a)
@@ -362,7 +362,7 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
             t_up = time.perf_counter()
             agent.observe_episode(transitions, row["reward"])
             if ep >= cfg.warmup:
-                with _one_thread():  # tiny MLPs: a second thread only adds contention (10x slower)
+                with torch_threads(1):  # tiny MLPs: a second thread only adds contention (10x slower)
                     for _ in transitions:
                         agent.update()
             row["update_s"] = time.perf_counter() - t_up
@@ -434,16 +434,6 @@ def load_transferred_agent(agent: DDPGAgent, source_dir: str | Path, signature: 
     sd = state["agent"]
     for name in ("actor", "critic", "actor_target", "critic_target"):
         getattr(agent, name).load_state_dict(sd[name])
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _episode_row(problem: Problem, ep: int, keep: Sequence[int], raw: Sequence[float], metrics: dict[str, float],
