@@ -67,7 +67,7 @@ def test_missing_data_dir_says_where_and_how(capsys: pytest.CaptureFixture[str],
     assert_one_line_error(code, err, str(missing), "apt-get install dataset-fashion-mnist", "--data-dir")
 
 
-@pytest.mark.parametrize("content", [b"", b"not a zip file at all", b"PK\x03\x04 truncated zip"])
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", b"PK\x03\x04 truncated zip", b"junk\n"])
 def test_corrupt_checkpoint_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                         content: bytes) -> None:
     bad = tmp_path / "bad.pt"

@@ -7,8 +7,6 @@ Shipped teachers are addressed as ``zoo:NAME`` (files in ``amc_mobile/zoo/``).
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +113,9 @@ def read_checkpoint(spec: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(spec)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle untrusted bytes means "corrupt"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"corrupt or unreadable checkpoint {path}: {first[:200]}") from exc
+        raise UserError(f"corrupt or unreadable checkpoint {path} ({type(exc).__name__}: {first[:200]})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "arch" not in payload:
         raise UserError(f"{path} is not an amc-mobile checkpoint (no architecture description); "
                         "create one with 'amc-mobile train' or 'amc-mobile prune'")
