@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 import click
 import typer
@@ -53,3 +54,30 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         err_console.print(f"error: file not found: {exc.filename}", markup=False)
         return 2
+
+
+def model_from_args(model: str | None, checkpoint: str | None, width: float = 1.0,
+                    resolution: int | None = None, in_chans: int | None = None,
+                    num_classes: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, checkpoint metadata) from ``--model NAME [...]`` or ``--checkpoint FILE``.
+
+    ``resolution`` overrides the input size the model records (``input_size``/``arch_kwargs``), so
+    description, export and latency tables all use it. Typed ``Any``: the model carries those attributes.
+    """
+    from amc_mobile.models import create_model
+    from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.models.registry import arch_kwargs, set_arch_kwargs
+
+    if (model is None) == (checkpoint is None):
+        raise UserError("give exactly one of --model NAME or --checkpoint FILE|zoo:NAME")
+    net: Any
+    meta: dict[str, Any] = {}
+    if checkpoint is not None:
+        net, meta = load_checkpoint(checkpoint)
+        kwargs = arch_kwargs(net)
+        if resolution is not None and kwargs is not None:
+            set_arch_kwargs(net, {**kwargs, "input_size": int(resolution)})
+    else:
+        net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
+                           input_size=resolution)
+    return net.eval(), meta

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from amc_mobile.cli.common import console
+from amc_mobile.cli.common import console, model_from_args
 from amc_mobile.errors import UserError
 
 
@@ -28,28 +28,6 @@ def _usable_profile(device: str) -> Any:
     if reason:
         raise UserError(f"device '{device}' is not usable here: {reason}")
     return prof
-
-
-def _build_model(model: str | None, checkpoint: str | None, width: float, resolution: int | None,
-                 in_chans: int | None, num_classes: int | None) -> tuple[Any, int]:
-    """(model in eval mode, input size) from ``--model`` options or ``--checkpoint``."""
-    from amc_mobile.models import create_model
-    from amc_mobile.models.checkpoint import load_checkpoint
-
-    if (model is None) == (checkpoint is None):
-        raise UserError("give exactly one of --model NAME or --checkpoint FILE|zoo:NAME")
-    net: Any
-    if checkpoint is not None:
-        net, _ = load_checkpoint(checkpoint)
-    else:
-        assert model is not None
-        net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
-                           input_size=resolution)
-    size = int(resolution or net.input_size)
-    net.input_size = size
-    if net.arch_kwargs.get("input_size") != size:
-        net.arch_kwargs = {**net.arch_kwargs, "input_size": size}
-    return net.eval(), size
 
 
 def devices() -> None:
@@ -103,7 +81,8 @@ def profile(
     from amc_mobile.latency.profiles import table_dir
 
     prof = _usable_profile(device)
-    net, size = _build_model(model, checkpoint, width, resolution, in_chans, num_classes)
+    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    size = int(net.input_size)
     path = out or default_table_path(table_dir(prof), net.arch_kwargs, size)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -150,7 +129,8 @@ def predict(
         if model is None and checkpoint is None:
             model = pol.model
             resolution = resolution or pol.input_size or None
-    net, size = _build_model(model, checkpoint, width, resolution, in_chans, num_classes)
+    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    size = int(net.input_size)
     tab = load_latency_table(device, net, size, checkpoint, table)
     from amc_mobile.models import describe_model
 

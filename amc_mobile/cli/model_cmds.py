@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from amc_mobile.cli.common import console
+from amc_mobile.cli.common import console, model_from_args
 
 
 def register(app: typer.Typer) -> None:
@@ -40,19 +40,11 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (keys: macs, params, layers)."),
 ) -> None:
     """Layers, MACs (conv+linear multiply-accumulates) and parameters of a model."""
-    from amc_mobile.errors import UserError
-    from amc_mobile.models import create_model, describe_model
-    from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.models import describe_model
     from amc_mobile.models.registry import arch_kwargs
 
-    if (model is None) == (checkpoint is None):
-        raise UserError("give exactly one of --model NAME or --checkpoint FILE")
-    if checkpoint is not None:
-        net, _ = load_checkpoint(checkpoint)
-    else:
-        net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
-                           input_size=resolution)
-    desc = describe_model(net, resolution)
+    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    desc = describe_model(net)
     name = (arch_kwargs(net) or {}).get("name", model)
     group_rows = None
     if groups:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from amc_mobile.cli.common import console
+from amc_mobile.cli.common import console, model_from_args
 
 
 def _say(text: str) -> None:
@@ -19,28 +19,6 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("prune")(prune)
     app.command("export")(export)
-
-
-def _load_model(checkpoint: str | None, model: str | None, width: float, resolution: int | None,
-                num_classes: int | None, in_chans: int | None) -> tuple[Any, dict[str, Any]]:
-    """(model, checkpoint metadata); typed ``Any`` because it carries ``input_size``/``arch_kwargs``."""
-    from amc_mobile.errors import UserError
-    from amc_mobile.models import create_model
-    from amc_mobile.models.checkpoint import load_checkpoint
-
-    if (model is None) == (checkpoint is None):
-        raise UserError("give exactly one of --model NAME or --checkpoint FILE")
-    net: Any
-    if checkpoint is not None:
-        net, meta = load_checkpoint(checkpoint)
-        if resolution is not None:
-            net.input_size = resolution
-            net.arch_kwargs = {**net.arch_kwargs, "input_size": resolution}
-        return net, meta
-    assert model is not None
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
-                       input_size=resolution)
-    return net.eval(), {}
 
 
 def _parse_channels(text: str) -> list[int]:
@@ -105,7 +83,7 @@ def prune(
     if uniform is not None and not 0.0 < uniform <= 1.0:
         raise UserError(f"--uniform {uniform} is outside (0, 1]")
     get_criterion(criterion)  # unknown name -> one line listing the valid ones
-    net, meta = _load_model(checkpoint, model, width, resolution, num_classes, in_chans)
+    net, meta = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
     name = net.arch_kwargs["name"]
     size = int(net.input_size)
     before = describe_model(net, size)
