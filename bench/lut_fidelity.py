@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from amc_mobile.latency.lut import LatencyTable, default_table_path, profile_table  # noqa: E402
 from amc_mobile.latency.profiles import load_profile, table_dir  # noqa: E402
 from amc_mobile.latency.protocol import Protocol, ProtocolSettings  # noqa: E402
-from amc_mobile.latency.units import calibrate_bn  # noqa: E402
 from amc_mobile.models import create_model, describe_model  # noqa: E402
+from amc_mobile.models.bn import calibrate_bn  # noqa: E402
 from amc_mobile.pruning import ChannelPruner, find_groups, pruned_description, round_channels  # noqa: E402
 
 # AMC_NOTES.md: conv1 + 13 pointwise output channels (= the 14 prunable groups of mobilenet_v1).

@@ -22,26 +22,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def smooth_images(n: int, chans: int, size: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     low = F.interpolate(torch.randn(n, chans, 4, 4, generator=g), size=(size, size), mode="bilinear")
     return low * (0.5 + torch.rand(n, 1, 1, 1, generator=g)) + 0.1 * torch.randn(n, chans, size, size, generator=g)
-
-
-def calibrate_bn(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Random weights, BatchNorm statistics fitted to ``images``: activations of a realistic scale."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for chunk in images.split(64):
-            model(chunk)
-    return model.eval()
 
 
 def timed(fn) -> float:
@@ -81,6 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from amc_mobile.models import create_model, describe_model
+    from amc_mobile.models.bn import calibrate_bn
     from amc_mobile.pruning import ChannelPruner, round_channels
 
     torch.set_num_threads(2)

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from amc_mobile.errors import UserError
 from amc_mobile.export import export_onnx
 from amc_mobile.models import create_model
+from amc_mobile.models.bn import calibrate_bn
 from amc_mobile.pruning import ChannelPruner, uniform_policy
 
 
 def _healthy(name: str, size: int) -> torch.nn.Module:
     """Random weights with BatchNorm statistics fitted to the inputs (outputs of order 1)."""
     torch.manual_seed(0)
-    model = create_model(name, width_mult=0.5, input_size=size)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: the statistics of exactly these batches
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(32, 3, size, size))
-    return model.eval()
+    return calibrate_bn(create_model(name, width_mult=0.5, input_size=size), (32, 3, size, size))
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_cifar", "mobilenet_v2_cifar"])

@@ -12,6 +12,7 @@ from torch import nn
 
 from amc_mobile.errors import UserError
 from amc_mobile.models import create_model, describe_model
+from amc_mobile.models.bn import calibrate_bn
 from amc_mobile.models.checkpoint import load_checkpoint, save_checkpoint
 from amc_mobile.pruning import (
     ChannelPruner,
@@ -43,15 +44,9 @@ def calibrated(name: str, width: float = 0.5, size: int = 16, seed: int = 0) -> 
     """A random-weight model whose BatchNorm statistics match its inputs (healthy activations)."""
     torch.manual_seed(seed)
     model = create_model(name, width_mult=width, input_size=size)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: the statistics of exactly these batches
-    model.train()
-    with torch.no_grad():
-        for i in range(2):
-            model(smooth_images(48, model.arch_kwargs["in_chans"], size, 100 + i))
-    return model.eval()
+    chans = model.arch_kwargs["in_chans"]
+    images = torch.cat([smooth_images(48, chans, size, 100 + i) for i in range(2)])
+    return calibrate_bn(model, images)
 
 
 @pytest.fixture(scope="module")

@@ -240,7 +240,7 @@ def _profile_calibration(proto: Any, backend: Any, model: nn.Module, desc: Model
     """Measure the calibration models (whole models, interleaved with the reference); resumable."""
     import pandas as pd
 
-    from amc_mobile.latency.units import calibrate_bn
+    from amc_mobile.models.bn import calibrate_bn
     from amc_mobile.pruning import ChannelPruner, find_groups, pruned_description
 
     path = _calib_path(out_csv)

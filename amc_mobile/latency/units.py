@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from amc_mobile.models.bn import calibrate_bn
 from amc_mobile.models.describe import LayerSpec, ModelDescription
 
 
@@ -130,29 +131,6 @@ def build_unit(slot: str, cin: int, cout: int, batch_size: int = 1, seed: int = 
     unit = _Unit(body, skip, kind == "pool+linear")
     calibrate_bn(unit, (2, cin, h, w), seed)
     return unit.eval(), (batch_size, cin, h, w)
-
-
-def calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> nn.Module:
-    """Set every BatchNorm's running statistics from one random batch, so activations stay O(1).
-
-    Randomly initialised deep nets otherwise shrink activations layer by layer into float32
-    denormals, which many CPUs process 10-100x slower: timings of such models are not those of
-    trained ones. Returns ``model`` in eval mode.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(m.momentum, m.training) for m in bns]
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
-    try:
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: one batch sets the statistics exactly
-            m.train()
-        with torch.no_grad():
-            model(x)
-    finally:
-        for m, (mom, _) in zip(bns, saved, strict=True):
-            m.momentum = mom
-    return model.eval()
 
 
 REFERENCE_ID = "mini-mobilenet-v1"
