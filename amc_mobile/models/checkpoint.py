@@ -42,7 +42,8 @@ def arch_of(model: nn.Module) -> dict[str, Any]:
     return {**kwargs, "shapes": module_shapes(model)}
 
 
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted module path ``name`` inside ``root``."""
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
@@ -63,13 +64,13 @@ def build_from_arch(arch: dict[str, Any]) -> nn.Module:
                 # same geometry as the layer it replaces (torch types these fields loosely)
                 conv = nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
                                  old.dilation, groups, old.bias is not None)  # type: ignore[arg-type]
-                _set_module(model, name, conv)
+                replace_module(model, name, conv)
         elif isinstance(old, nn.Linear):
             if [old.in_features, old.out_features] != shape:
-                _set_module(model, name, nn.Linear(shape[0], shape[1], old.bias is not None))
+                replace_module(model, name, nn.Linear(shape[0], shape[1], old.bias is not None))
         elif isinstance(old, nn.BatchNorm2d):
             if old.num_features != shape[0]:
-                _set_module(model, name, nn.BatchNorm2d(shape[0], old.eps, old.momentum))
+                replace_module(model, name, nn.BatchNorm2d(shape[0], old.eps, old.momentum))
     set_arch_kwargs(model, {k: arch[k] for k in ("name", "num_classes", "in_chans", "width_mult", "input_size")})
     return model
 

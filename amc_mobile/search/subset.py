@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from amc_mobile.errors import UserError
+from amc_mobile.models.checkpoint import replace_module
+from amc_mobile.models.registry import arch_kwargs, set_arch_kwargs
 
 
 def final_linear_name(model: nn.Module) -> str:
@@ -51,9 +53,10 @@ def restrict_classes(model: nn.Module, class_indices: Sequence[int]) -> nn.Modul
         if old.bias is not None:
             new.bias.copy_(old.bias[rows])
     new.to(old.weight.device, old.weight.dtype)
-    parent_name, _, child = name.rpartition(".")
-    setattr(out.get_submodule(parent_name) if parent_name else out, child, new)
-    out.arch_kwargs = {**getattr(model, "arch_kwargs", {}), "num_classes": len(idx)}
+    replace_module(out, name, new)
+    kwargs = arch_kwargs(model)
+    if kwargs is not None:
+        set_arch_kwargs(out, {**kwargs, "num_classes": len(idx)})
     return out
 
 
