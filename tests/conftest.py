@@ -23,3 +23,11 @@ def _limit_threads() -> None:
     """Tests share a 2-core machine: one torch thread avoids oversubscription (measured 5-15x faster
     than two threads for the pruning tests when the other core is busy)."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test session gets its own per-user store (tables, caches): tests never write into the
+    checkout, the installed package or the real home directory."""
+    os.environ["AMC_MOBILE_HOME"] = str(tmp_path_factory.mktemp("amc_home"))
+    os.environ.setdefault("AMC_ARTIFACT_CACHE", str(tmp_path_factory.mktemp("amc_cache")))
