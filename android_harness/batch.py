@@ -7,7 +7,10 @@ sleeps ``cooldown_s``. The host pulls the result files and parses them. Items ar
 between chunks the host waits for the phone to cool down. Resumable item by item: each finished row
 is saved at once to the ``state_path`` JSON, a dropped connection loses only the unfinished items
 (they are re-run), and rows measured while the phone was hot (thermal status above the limit before
-or after the item) are discarded and measured again.
+or after the item) are discarded and measured again. An item whose ``benchmark_model`` was killed by a
+signal (exit status >= 128, e.g. 139 = SIGSEGV) is run again like a dropped one. Batch folders and
+models a killed run left on the phone are removed on the runner's first use
+(:meth:`~android_harness.runner.BenchmarkRunner.clean_stale`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from android_harness.facts import parse_thermal_status
 from android_harness.parser import BenchmarkParseError, parse_benchmark_output
-from android_harness.runner import BenchmarkRunner
+from android_harness.runner import BenchmarkRunner, crashed
 from android_harness.transport import TRANSIENT_ERRORS, AdbError, quote
 
 log = logging.getLogger(__name__)
@@ -48,20 +51,32 @@ class BatchState:
         self.path = Path(path) if path else None
         self.rows: dict[str, BatchRow] = {}
         if self.path and self.path.exists():
-            data = json.loads(self.path.read_text())
-            if data.get("schema_version") != STATE_SCHEMA:
-                raise AdbError(f"{self.path}: unknown batch state schema {data.get('schema_version')}")
-            self.rows = {k: BatchRow(**v) for k, v in data["rows"].items()}
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("schema_version") != STATE_SCHEMA:
+                    raise AdbError(f"{self.path}: unknown batch state schema {data.get('schema_version')}")
+                self.rows = {k: BatchRow(**v) for k, v in data["rows"].items()}
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise AdbError(f"{self.path}: corrupt batch state ({type(exc).__name__}); delete it to start "
+                               f"the batch again") from None
 
     def add(self, row: BatchRow) -> None:
         self.rows[row.key] = row
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"schema_version": STATE_SCHEMA,
-                                   "rows": {k: asdict(r) for k, r in self.rows.items()}}, indent=1))
-        tmp.replace(self.path)
+        text = json.dumps({"schema_version": STATE_SCHEMA, "rows": {k: asdict(r) for k, r in self.rows.items()}},
+                          indent=1)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def batch_script(items: Sequence[tuple[str, str]], out_dir: str, cooldown_s: float) -> str:
@@ -99,6 +114,7 @@ def run_batch(runner: BenchmarkRunner, items: Sequence[tuple[str, str | Path]], 
         log.info("resuming batch: %d of %d rows already measured", len(keys) - len(pending), len(keys))
     attempts = dict.fromkeys(pending, 0)
     remote = {k: runner.push_model(spec[k][0]) for k in pending}
+    runner.drop_stale_models()
     cfg = runner.cfg
     t = runner.t
     per_item = item_timeout_s or cfg.run_timeout_s
@@ -107,7 +123,7 @@ def run_batch(runner: BenchmarkRunner, items: Sequence[tuple[str, str | Path]], 
         while pending:
             runner.wait_until_cool()
             chunk = pending[:chunk_size]
-            out_dir = posixpath.join(cfg.remote_dir, "batch", uuid.uuid4().hex[:12])
+            out_dir = posixpath.join(runner.batch_dir, uuid.uuid4().hex[:12])
             t.shell(f"mkdir -p {quote(out_dir)}").check("mkdir batch dir")
             cmds = [(str(i), runner.command(remote[k], warmup_runs, spec[k][1])) for i, k in enumerate(chunk)]
             script_local = tmp / "batch.sh"
@@ -126,7 +142,9 @@ def run_batch(runner: BenchmarkRunner, items: Sequence[tuple[str, str | Path]], 
                 row = _collect(runner, tmp, out_dir, str(i), k, spec[k][0], names, attempts[k])
                 if row is None:
                     if attempts[k] >= max_attempts:
-                        raise AdbError(f"batch item '{k}' ({spec[k][0].name}) failed {attempts[k]} times; "
+                        t.shell(f"rm -r {quote(out_dir)}")
+                        raise AdbError(f"batch item '{k}' ({spec[k][0].name}) failed {attempts[k]} times "
+                                       f"(crashed, cut short or hot; see the warnings above); "
                                        f"{len(state.rows)} finished rows are saved"
                                        + (f" in {state.path}" if state.path else ""))
                     continue
@@ -152,7 +170,14 @@ def _collect(runner: BenchmarkRunner, tmp: Path, out_dir: str, idx: str, key: st
             texts[suffix] = local.read_text(errors="replace")
         else:
             texts[suffix] = ""
-    rc = int(texts["rc"].strip() or "1")
+    rc_text = texts["rc"].strip()
+    if not rc_text.isdigit():
+        log.warning("batch item '%s': unreadable exit status %r; will run it again", key, rc_text[:20])
+        return None
+    rc = int(rc_text)
+    if crashed(rc):
+        log.warning("batch item '%s' crashed (exit status %d); will run it again", key, rc)
+        return None
     if rc != 0:
         tail = " | ".join(texts["txt"].strip().splitlines()[-3:])[:300]
         raise AdbError(f"benchmark_model failed on '{key}' ({model.name}), exit status {rc}: {tail}")

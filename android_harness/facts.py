@@ -24,6 +24,10 @@ class ThermalSnapshot:
     def name(self) -> str:
         return THERMAL_NAMES[self.status] if 0 <= self.status < len(THERMAL_NAMES) else "unknown"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (lists, not tuples): a live reading, recorded per measurement, never compared."""
+        return {"status": self.status, "cur_freq_khz": list(self.cur_freq_khz)}
+
 
 @dataclass(frozen=True)
 class DeviceFacts:
@@ -40,22 +44,49 @@ class DeviceFacts:
 
     @property
     def big_core_mask(self) -> str:
+        """The mask for one thread (the fastest cluster); the runner sizes it to its thread count."""
         return big_core_mask(self.cpu_max_freq_khz)
+
+    def identity(self) -> dict[str, Any]:
+        """Stable facts: equal for every run on this phone with this build (JSON types only).
+
+        Serial number and live readings (thermal status, current frequencies) are not part of it."""
+        return {"model": self.model, "manufacturer": self.manufacturer, "soc": self.soc,
+                "android_version": self.android_version, "sdk": self.sdk, "fingerprint": self.fingerprint,
+                "abi": self.abi, "cpu_max_freq_khz": list(self.cpu_max_freq_khz)}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["cpu_max_freq_khz"] = list(self.cpu_max_freq_khz)
+        if self.thermal is not None:
+            d["thermal"] = self.thermal.to_dict()
         d["big_core_mask"] = self.big_core_mask
         return d
 
 
-def big_core_mask(max_freq_khz: tuple[int, ...] | list[int]) -> str:
-    """Hex ``taskset`` mask of the cores with the highest max frequency (all cores if unknown)."""
+def big_core_mask(max_freq_khz: tuple[int, ...] | list[int], threads: int = 1) -> str:
+    """Hex ``taskset`` mask of the fastest cores, whole clusters at a time, enough for ``threads``.
+
+    A cluster is the cores sharing one max frequency. Clusters are taken from the fastest down until
+    they hold at least ``threads`` cores: one thread on a 1+3+4 SoC gets the prime core (``80``), four
+    threads get the prime and big cores (``f0``); Pixel 1 (2+2) gets ``c`` for one or two threads.
+    Unknown frequencies (all zero): every core."""
     freqs = list(max_freq_khz)
     if not freqs:
         return "1"
-    top = max(freqs)
-    mask = sum(1 << i for i, f in enumerate(freqs) if f == top and f > 0) or (1 << len(freqs)) - 1
+    if not any(f > 0 for f in freqs):
+        return f"{(1 << len(freqs)) - 1:x}"
+    mask = 0
+    for level in sorted({f for f in freqs if f > 0}, reverse=True):
+        mask |= sum(1 << i for i, f in enumerate(freqs) if f == level)
+        if bin(mask).count("1") >= threads:
+            break
     return f"{mask:x}"
+
+
+def mask_cores(mask: str) -> int:
+    """Number of CPUs in a hex ``taskset`` mask."""
+    return bin(int(mask.removeprefix("0x"), 16)).count("1")
 
 
 def parse_getprop(text: str) -> dict[str, str]:

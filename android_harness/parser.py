@@ -6,10 +6,14 @@ Every field below carries its unit in its name.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
-NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+# The tool prints averages with the stream's default 6 significant digits, the same way on the stats
+# line and on the timings line; two roundings differ by at most ~1e-5 relative.
+_SAME_REL = 2e-5
 
 
 class BenchmarkParseError(ValueError):
@@ -70,7 +74,8 @@ _TIMINGS = re.compile(
     r"Inference timings in us:\s*Init:\s*(?P<init>" + NUMBER + r"),\s*First inference:\s*(?P<first>" + NUMBER
     + r"),\s*Warmup \(avg\):\s*(?P<warm>" + NUMBER + r"),\s*Inference \(avg\):\s*(?P<inf>" + NUMBER + r")\s*$",
     re.MULTILINE)
-_PREFIX = r"(?:[A-Z]+: )?"
+# log prefixes: "INFO: " (TFLite's minimal logger) or glog/absl "I1201 04:25:28.123456  1234 file.cc:42] "
+_PREFIX = r"(?:[A-Z]+: |[IWEF]\d{4} [0-9:.]+\s+\d+ \S+:\d+\] )?"
 _COUNT_LINE = re.compile(r"^" + _PREFIX + r"\s*count=(\d+)\b(.*)$", re.MULTILINE)
 _KV = re.compile(r"([A-Za-z][A-Za-z0-9_]*)=(" + NUMBER + r")")
 _RUNNING = re.compile(r"^" + _PREFIX + r"Running benchmark for at least (\d+) iterations", re.MULTILINE)
@@ -81,11 +86,16 @@ _LITERT_BLOCK = re.compile(r"=+ BENCHMARK RESULTS =+(?P<body>.*?)\n[^\n]*?={10,}
 
 
 def parse_stats_line(line: str) -> RunStats:
-    """Parse a ``count=…`` line; handles the ``count=1 curr=X`` (all same) form and ``pNN=``/``median=``."""
+    """Parse a ``count=…`` line; handles the ``count=0`` (empty window, e.g. ``--warmup_runs=0``) and
+    ``count=1 curr=X`` (all same) forms and ``pNN=``/``median=``."""
     m = _COUNT_LINE.match(line.strip())
     if not m:
         raise BenchmarkParseError(f"not a stats line: {line!r}")
     count = int(m.group(1))
+    if count == 0:
+        if m.group(2).strip():
+            raise BenchmarkParseError(f"stats line with count=0 but values: {line!r}")
+        return RunStats(count=0, avg_us=math.nan)
     values = {k: _num(v) for k, v in _KV.findall(m.group(2))}
     if "avg" in values:
         avg = values["avg"]
@@ -192,6 +202,32 @@ def _parse_litert_block(text: str) -> BenchmarkOutput | None:
                            peak_memory_mb=peak_mb, ops=parse_op_profile(text))
 
 
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=_SAME_REL, abs_tol=1e-9)
+
+
+def _check_timings(text: str, timings: re.Match[str], warmup: RunStats | None, inference: RunStats | None) -> None:
+    """Reject a timings line that is cut (no line end after its last number) or that disagrees with
+    the stats lines it summarises (a number cut short still parses, e.g. ``29045.5`` -> ``2``)."""
+    if not re.match(r"[ \t\r]*\n", text[timings.end("inf"):]):
+        raise BenchmarkParseError("the 'Inference timings' line is cut short (no line end after it; "
+                                  f"truncated output): {timings.group(0).strip()[-80:]!r}")
+    inf_avg = _num(timings["inf"])
+    if not math.isfinite(inf_avg) or inf_avg < 0:
+        raise BenchmarkParseError(f"'Inference (avg): {timings['inf']}' is not a latency (no timed runs?)")
+    if inference is not None:
+        if inference.count < 1:
+            raise BenchmarkParseError("the timed window ran 0 times (count=0)")
+        if not _same(inference.avg_us, inf_avg):
+            raise BenchmarkParseError(f"'Inference (avg): {timings['inf']}' disagrees with the stats line "
+                                      f"(avg={inference.avg_us:g} over count={inference.count}): truncated or "
+                                      f"garbled output")
+    warm_avg = _num(timings["warm"])
+    if warmup is not None and warmup.count > 0 and not _same(warmup.avg_us, warm_avg):
+        raise BenchmarkParseError(f"'Warmup (avg): {timings['warm']}' disagrees with the warm-up stats line "
+                                  f"(avg={warmup.avg_us:g} over count={warmup.count}): garbled output")
+
+
 def parse_benchmark_output(text: str) -> BenchmarkOutput:
     """Parse one invocation's output; raise :class:`BenchmarkParseError` when it is incomplete."""
     litert = _parse_litert_block(text)
@@ -206,6 +242,7 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
     stats = _stats_after_running_lines(text[:timings.start()])
     warmup = stats[0] if len(stats) >= 2 else None
     inference = stats[-1] if stats else None
+    _check_timings(text, timings, warmup, inference)
     mem = _MEM_DELTA.search(text)
     peak = _PEAK.search(text)
     return BenchmarkOutput(

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from android_harness.facts import DeviceFacts, ThermalSnapshot, collect_facts, thermal_snapshot
+from android_harness.facts import (
+    DeviceFacts,
+    ThermalSnapshot,
+    big_core_mask,
+    collect_facts,
+    mask_cores,
+    thermal_snapshot,
+)
 from android_harness.parser import BenchmarkOutput, BenchmarkParseError, parse_benchmark_output
 from android_harness.transport import AdbError, AdbTransport, join, quote
 
@@ -37,7 +44,15 @@ class RunnerConfig:
     cooldown_s: float = 2.0              # pause between batch items / poll period while hot
     max_cooldown_s: float = 120.0        # give up (ThermalError) when still hot after this long
     run_timeout_s: float = 300.0         # longest silence tolerated while one invocation runs
-    parse_retries: int = 2               # re-runs after truncated/malformed output
+    parse_retries: int = 2               # re-runs after truncated/malformed output or a one-off crash
+    clean_stale: bool = True             # first use: remove batch folders and models an earlier (killed) run left
+
+
+def crashed(rc: int) -> bool:
+    """Exit status of a process killed by a signal (the shell reports 128 + N: 139 = SIGSEGV, 134 =
+    SIGABRT, 137 = SIGKILL). A one-off crash is retried like a dropped run; a status below 128 is the
+    tool's own verdict (e.g. the model cannot be opened) and is not."""
+    return rc >= 128
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,8 +84,11 @@ class BenchmarkRunner:
         self.cfg = config
         self._sleep = sleep
         self._facts: DeviceFacts | None = None
+        self._mask: str | None = None
         self._remote_binary: str | None = None
         self._pushed: dict[str, str] = {}  # host sha256 -> remote path
+        self._cleaned = not config.clean_stale
+        self._stale_models: set[str] = set()  # model file names found on the phone, not (yet) reused
 
     # -- device state --------------------------------------------------------------------------
     def facts(self, refresh: bool = False) -> DeviceFacts:
@@ -80,7 +98,16 @@ class BenchmarkRunner:
 
     @property
     def core_mask(self) -> str:
-        return self.cfg.core_mask or self.facts().big_core_mask
+        """The configured mask, else the fastest clusters holding ``threads`` cores (warns once when
+        ``threads`` exceeds the cores the mask allows: the threads would share cores)."""
+        if self._mask is None:
+            self._mask = self.cfg.core_mask or big_core_mask(self.facts().cpu_max_freq_khz, self.cfg.threads)
+            cores = mask_cores(self._mask)
+            if self.cfg.use_taskset and self.cfg.threads > cores:
+                log.warning("%s: %d threads but core mask %s allows only %d core(s); the threads will share "
+                            "cores (set options.core_mask or lower threads)", self.t.config.describe(),
+                            self.cfg.threads, self._mask, cores)
+        return self._mask
 
     def thermal(self) -> ThermalSnapshot:
         n = len(self.facts().cpu_max_freq_khz)
@@ -102,6 +129,35 @@ class BenchmarkRunner:
         return snap
 
     # -- files ---------------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> str:
+        return posixpath.join(self.cfg.remote_dir, "models")
+
+    @property
+    def batch_dir(self) -> str:
+        return posixpath.join(self.cfg.remote_dir, "batch")
+
+    def clean_stale(self) -> None:
+        """Once per runner, before its first push: delete the batch folders an earlier (killed) run left
+        and note the models already on the phone; those this session does not reuse are deleted by
+        :meth:`drop_stale_models` once its first models are pushed. The binary stays (re-pushed only
+        when its hash changes). One process measures a phone at a time (two would disturb each other's
+        timings anyway)."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        self.t.shell(f"rm -rf {quote(self.batch_dir)}").check("removing stale batch folders")
+        self._stale_models = set(self.t.listdir(self.models_dir))
+
+    def drop_stale_models(self) -> None:
+        """Delete the models an earlier run pushed that this session has not reused (see :meth:`clean_stale`)."""
+        stale = sorted(self._stale_models)
+        self._stale_models = set()
+        if stale:
+            paths = " ".join(quote(posixpath.join(self.models_dir, n)) for n in stale)
+            self.t.shell(f"rm -f {paths}").check("removing stale models")
+            log.info("removed %d model(s) an earlier run left on the phone", len(stale))
+
     def _push_verified(self, local: Path, remote: str, digest: str, mode: int) -> None:
         """Push and check the device-side hash; re-push once on mismatch (a drop can leave a partial file)."""
         for attempt in range(3):
@@ -122,6 +178,7 @@ class BenchmarkRunner:
                            f"prebuilt (see android_harness/README.md) and set options.binary")
         remote = posixpath.join(self.cfg.remote_dir, "benchmark_model")
         digest = file_sha256(local)
+        self.clean_stale()
         self.t.shell(f"mkdir -p {quote(self.cfg.remote_dir)}").check("mkdir")
         if self.t.sha256(remote) != digest:
             self._push_verified(local, remote, digest, 0o755)
@@ -133,10 +190,13 @@ class BenchmarkRunner:
         """Push a ``.tflite`` once per content hash; its device name keeps the original file name."""
         local = Path(local)
         digest = file_sha256(local)
+        self.clean_stale()
         if digest in self._pushed:
             return self._pushed[digest]
-        remote_dir = posixpath.join(self.cfg.remote_dir, "models")
-        remote = posixpath.join(remote_dir, f"{digest[:12]}_{local.name}")
+        remote_dir = self.models_dir
+        name = f"{digest[:12]}_{local.name}"
+        remote = posixpath.join(remote_dir, name)
+        self._stale_models.discard(name)
         self.t.shell(f"mkdir -p {quote(remote_dir)}").check("mkdir")
         if self.t.sha256(remote) != digest:
             self._push_verified(local, remote, digest, 0o644)
@@ -159,6 +219,7 @@ class BenchmarkRunner:
     def run(self, local_model: str | Path, warmup_runs: int, num_runs: int, invocations: int = 1) -> RunRecord:
         """``invocations`` back-to-back runs of one model, each parsed (retried when garbled)."""
         remote = self.push_model(local_model)
+        self.drop_stale_models()
         cmd = self.command(remote, warmup_runs, num_runs)
         before = self.wait_until_cool()
         outputs: list[str] = []
@@ -168,9 +229,11 @@ class BenchmarkRunner:
             for attempt in range(self.cfg.parse_retries + 1):
                 attempts += 1
                 res = self.t.shell(cmd, timeout_s=self.cfg.run_timeout_s)
-                if res.rc != 0:
-                    res.check(f"benchmark_model on {Path(local_model).name}")
                 try:
+                    if crashed(res.rc):
+                        raise BenchmarkParseError(f"benchmark_model crashed (exit status {res.rc})")
+                    if res.rc != 0:
+                        res.check(f"benchmark_model on {Path(local_model).name}")
                     parsed.append(parse_benchmark_output(res.output))
                     outputs.append(res.output)
                     break
@@ -178,7 +241,7 @@ class BenchmarkRunner:
                     if attempt == self.cfg.parse_retries:
                         raise AdbError(f"benchmark_model output for {Path(local_model).name} unusable after "
                                        f"{attempt + 1} attempts: {exc}") from exc
-                    log.warning("unusable benchmark_model output (%s); running again", exc)
+                    log.warning("unusable benchmark_model run (%s); running again", exc)
         after = self.thermal()
         return RunRecord(model=str(local_model), outputs=outputs, parsed=parsed, thermal_before=before,
                          thermal_after=after, command=cmd, attempts=attempts)

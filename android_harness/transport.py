@@ -154,14 +154,27 @@ class AdbTransport:
             self._signer = load_or_create_key(self.config.key_path)
         self.close()
         dev = self._make_device()
+        offered: list[bool] = []
+
+        def on_key_offered(_io: object) -> None:
+            # adb-shell calls this just before it sends our public key: the phone now shows its prompt
+            offered.append(True)
+            log.warning("%s: the phone does not know this computer's adb key yet; tap Allow on its 'Allow USB "
+                        "debugging?' prompt (waiting up to %.0f s)", self.config.describe(), self.config.auth_timeout_s)
+
         try:
             ok = dev.connect(rsa_keys=[self._signer], transport_timeout_s=self.config.connect_timeout_s,
                              auth_timeout_s=self.config.auth_timeout_s,
-                             read_timeout_s=self.config.connect_timeout_s)
+                             read_timeout_s=self.config.connect_timeout_s, auth_callback=on_key_offered)
         except adb_exc.DeviceAuthError as exc:
             raise AdbError(f"{self.config.describe()}: authentication refused ({exc})") from exc
         except TRANSIENT_ERRORS as exc:
             _quiet_close(dev)
+            if offered:  # the key was offered once: asking again would only stack prompts on the phone
+                raise AdbError(
+                    f"{self.config.describe()}: the phone did not accept this computer's adb key within "
+                    f"auth_timeout_s={self.config.auth_timeout_s:g}s: unlock it, tap Allow on 'Allow USB "
+                    f"debugging?' (tick 'Always allow from this computer') and run again") from exc
             raise ConnectionError(f"connect/authenticate: {_one_line(exc)} (if the phone shows 'Allow USB "
                                   f"debugging?', tap Allow; check the address/cable)") from exc
         except BaseException:

@@ -70,6 +70,33 @@ def test_facts_and_big_core_pinning(device: LoopbackAdbDevice, assets: dict[str,
     assert len(rec.thermal_after.cur_freq_khz) == 4
 
 
+SD855_MAX_KHZ = (1785600,) * 4 + (2419200,) * 3 + (2841600,)  # 1 prime + 3 big + 4 little (1+3+4)
+
+
+@pytest.mark.parametrize(("threads", "mask"), [(1, "80"), (2, "f0"), (4, "f0"), (8, "ff")])
+def test_big_cores_are_whole_top_clusters_enough_for_the_threads(tmp_path: Path, assets: dict[str, Path],
+                                                                 threads: int, mask: str) -> None:
+    with LoopbackAdbDevice(tmp_path / "sb", cpu_max_khz=SD855_MAX_KHZ) as dev:
+        r = make_runner(dev, assets, threads=threads)
+        assert r.core_mask == mask
+        r.run(assets["model"], 1, 2)
+        assert dev.last_affinity == int(mask, 16)  # what taskset really pinned on the device
+
+
+def test_threads_beyond_the_core_mask_warn(device: LoopbackAdbDevice, assets: dict[str, Path],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "android_harness.runner"]
+
+    with caplog.at_level("WARNING", logger="android_harness.runner"):
+        assert make_runner(device, assets, threads=4, core_mask="c").core_mask == "c"
+    assert any("4 threads but core mask c allows only 2" in m for m in warnings())
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="android_harness.runner"):
+        assert make_runner(device, assets, threads=2).core_mask == "c"
+    assert not warnings()
+
+
 def test_op_profiling_table_comes_back_parsed(device: LoopbackAdbDevice, assets: dict[str, Path]) -> None:
     rec = make_runner(device, assets, op_profiling=True).run(assets["model"], 1, 3)
     assert "--enable_op_profiling=true" in rec.command
@@ -129,6 +156,30 @@ def test_bad_output_is_run_again(device: LoopbackAdbDevice, assets: dict[str, Pa
     setattr(device.faults, fault, 1)
     rec = make_runner(device, assets).run(assets["model"], 1, 3)
     assert rec.attempts == 2 and rec.parsed[0].inference is not None
+
+
+def test_empty_warmup_window_is_measured(device: LoopbackAdbDevice, assets: dict[str, Path]) -> None:
+    """``warmup_runs: 0``: the tool prints ``count=0`` for the warm-up window; that is a valid run."""
+    rec = make_runner(device, assets).run(assets["model"], 0, 3)
+    assert rec.attempts == 1 and rec.parsed[0].warmup is not None and rec.parsed[0].warmup.count == 0
+    assert rec.parsed[0].inference is not None and rec.parsed[0].inference.count == 3
+
+
+def test_timings_cut_inside_a_number_is_run_again(device: LoopbackAdbDevice, assets: dict[str, Path]) -> None:
+    device.faults.truncate_timings = 1
+    rec = make_runner(device, assets).run(assets["model"], 1, 3)
+    assert rec.attempts == 2
+    out = rec.parsed[0]
+    assert out.inference is not None and out.inference_avg_us == pytest.approx(out.inference.avg_us, rel=2e-5)
+
+
+def test_one_off_crash_is_run_again(device: LoopbackAdbDevice, assets: dict[str, Path]) -> None:
+    device.faults.crash_run = 1
+    rec = make_runner(device, assets).run(assets["model"], 1, 3)
+    assert rec.attempts == 2 and rec.parsed[0].inference is not None
+    device.faults.crash_run = 10
+    with pytest.raises(AdbError, match="crashed"):
+        make_runner(device, assets).run(assets["model"], 1, 3)
 
 
 def test_persistently_bad_output_is_a_clear_error(device: LoopbackAdbDevice, assets: dict[str, Path]) -> None:
@@ -194,6 +245,37 @@ def test_batch_survives_a_drop_mid_run(device: LoopbackAdbDevice, assets: dict[s
     assert saved["schema_version"] == 1 and sorted(saved["rows"]) == ["m0", "m1", "m2"]
 
 
+def test_batch_item_crash_is_retried_not_fatal(device: LoopbackAdbDevice, assets: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    r = make_runner(device, assets)
+    r.ensure_binary()
+    device.faults.crash_run, device.faults.crash_run_after = 1, 1  # m0 fine, m1 segfaults once (exit 139)
+    rows = run_batch(r, _three_models(assets, tmp_path), 1, 3, state_path=tmp_path / "state.json", chunk_size=3)
+    assert [(row.key, row.attempts) for row in rows] == [("m0", 1), ("m1", 2), ("m2", 1)]
+    assert device.benchmark_runs == 4
+
+
+def test_killed_run_leaves_nothing_behind_on_the_phone(device: LoopbackAdbDevice, assets: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """A killed run's batch folder and pushed models are removed by the next run's first use."""
+    r = make_runner(device, assets)
+    models = _three_models(assets, tmp_path)
+    for _, p in models:
+        r.push_model(p)
+    # what a run killed mid-batch leaves: its batch folder with partial results
+    stale = device.fs.host(r.batch_dir + "/0123456789ab")
+    stale.mkdir(parents=True)
+    (stale / "0.txt").write_text("INFO: STARTING!\n")
+    leftover = device.fs.host(r.models_dir + "/deadbeef0000_old.tflite")
+    leftover.write_bytes(b"old")
+    fresh = make_runner(device, assets)
+    rows = run_batch(fresh, models[:1], 1, 3)
+    assert [row.key for row in rows] == ["m0"]
+    assert not stale.exists() and not leftover.exists()
+    assert not device.fs.host(fresh.batch_dir).exists() or not list(device.fs.host(fresh.batch_dir).iterdir())
+    assert device.fs.host(fresh.cfg.remote_dir + "/benchmark_model").is_file()  # the binary stays
+
+
 def test_batch_resumes_and_keeps_finished_rows(device: LoopbackAdbDevice, assets: dict[str, Path],
                                                tmp_path: Path) -> None:
     good = [(f"g{i}", tmp_path / f"g{i}.tflite") for i in range(2)]
@@ -237,6 +319,42 @@ def test_android_backend_measures_through_adb(device: LoopbackAdbDevice, assets:
     with per_inv.create_backend() as backend:
         stats = backend.measure(assets["model"], warmup_runs=1, runs=4)
         assert stats.count == 4
+
+
+def test_android_identity_is_stable_and_live_readings_are_separate(device: LoopbackAdbDevice,
+                                                                   assets: dict[str, Path]) -> None:
+    """What a table compares on resume: stable facts only, equal after a JSON round trip."""
+    from amc_mobile.latency.fingerprint import differences, identity_of
+
+    profile = android_profile(device, assets)
+    with profile.create_backend() as backend:
+        stored = json.loads(json.dumps(backend.device_record()))
+        live_then = backend.live()
+    assert live_then == {"thermal_status": 0, "cur_freq_khz": [1593600, 1593600, 2150400, 2150400]}
+    device.faults.thermal_status = 2
+    device.fs.write_text("/sys/devices/system/cpu/cpu3/cpufreq/scaling_cur_freq", "998400\n")
+    with profile.create_backend() as backend:
+        assert differences(identity_of(stored), identity_of(backend.device_record())) == []
+        assert backend.live() == {"thermal_status": 2, "cur_freq_khz": [1593600, 1593600, 2150400, 998400]}
+    device.props["ro.build.fingerprint"] = "google/sailfish/sailfish:10/QQ3A.200805.001/6578210:user/release-keys"
+    with profile.create_backend() as backend:
+        diffs = differences(identity_of(stored), identity_of(backend.device_record()))
+    assert len(diffs) == 1 and diffs[0].startswith("fingerprint ")
+
+
+def test_a_phone_is_measured_by_one_process_at_a_time(device: LoopbackAdbDevice, assets: dict[str, Path]) -> None:
+    import os
+
+    from amc_mobile.errors import UserError
+    from amc_mobile.storage import ExclusiveLock
+
+    profile = android_profile(device, assets)
+    with profile.create_backend() as backend, ExclusiveLock(backend.phone_lock_path()):  # another run holds it
+        with pytest.raises(UserError, match=rf"phone {device.address} is in use by another process \(PID {os.getpid()}\)"):
+            backend.run(assets["model"], 1, 2)
+        assert device.benchmark_runs == 0
+    with profile.create_backend() as backend:
+        assert backend.measure(assets["model"], 1, 2).count == 2  # free again
 
 
 def test_android_backend_unavailable_reasons(tmp_path: Path, assets: dict[str, Path]) -> None:
@@ -320,3 +438,34 @@ def test_real_phone(assets: dict[str, Path]) -> None:
     assert facts.model and facts.cpu_max_freq_khz and facts.android_version
     rec = r.run(assets["model"], 2, 10)
     assert rec.parsed[0].inference is not None and rec.parsed[0].inference.count == 10
+
+
+@pytest.mark.slow
+def test_phone_table_resumes_after_a_stop(device: LoopbackAdbDevice, assets: dict[str, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone's latency table stopped part-way resumes: the identity holds only stable facts (JSON
+    lists compare equal to the tuples read live); thermal status and current frequencies differ
+    between the runs and are recorded per row, never compared."""
+    from amc_mobile.latency.profiles import load_profile
+    from amc_mobile.latency.profiling import profile_table
+    from amc_mobile.latency.table import read_meta
+    from amc_mobile.models import create_model
+
+    monkeypatch.setenv("AMC_ARTIFACT_CACHE", str(assets["dir"] / "cache"))
+    profile = load_profile(str(_profile_yaml(device, assets, tmp_path)))
+    model = create_model("mobilenet_v1_cifar", width_mult=0.25)
+    out = tmp_path / "phone-table.csv"
+    assert profile_table(profile, model, out, points=2, max_rows=1, calibration=None)["new_rows"] == 1
+    meta = read_meta(out)
+    ident = meta["device"]["identity"]
+    assert ident["model"] == "Pixel" and ident["core_mask"] == "c" and ident["cpu_max_freq_khz"] == [1593600, 1593600,
+                                                                                                      2150400, 2150400]
+    assert "thermal" not in json.dumps(ident) and "cur_freq" not in json.dumps(ident)
+    # between the runs the phone warmed up a little and its governor moved the clocks
+    device.faults.thermal_status = 1
+    device.fs.write_text("/sys/devices/system/cpu/cpu2/cpufreq/scaling_cur_freq", "1824000\n")
+    again = profile_table(profile, model, out, points=2, max_rows=1, calibration=None)  # must not refuse
+    assert (again["new_rows"], again["rows"]) == (1, 2)
+    rows = out.read_text().strip().splitlines()
+    assert len(rows) == 3  # header + the first run's row + one more: resumed, nothing duplicated
+    assert "thermal_status=0" in rows[1] and "thermal_status=1" in rows[2] and "1824000" in rows[2]

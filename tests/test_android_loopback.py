@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -73,11 +74,27 @@ def test_auth_refused_is_a_clear_error(tmp_path: Path, keys: tuple[Path, Path]) 
     key, other = keys
     authorized = PythonRSASigner.FromRSAKeyPath(str(other)).GetPublicKey()
     with LoopbackAdbDevice(tmp_path / "sb", authorized_keys=(authorized,), accept_new_keys=False) as dev:
-        with pytest.raises(AdbError, match="failed after 1 attempts"):
-            transport(dev, key, retries=0).shell("echo hi")
-        assert dev.auth_log == ["signature-rejected", "pubkey-refused"]
+        with pytest.raises(AdbError, match="did not accept this computer's adb key"):
+            transport(dev, key, retries=2).shell("echo hi")
+        assert dev.auth_log == ["signature-rejected", "pubkey-refused"]  # offered once, not once per retry
         assert transport(dev, other).shell("echo hi").output == "hi\n"
         assert dev.auth_log[-1] == "signature-ok"
+
+
+def test_unanswered_prompt_offers_the_key_once_then_one_line(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Nobody taps "Allow USB debugging?": one prompt, ``auth_timeout_s`` of waiting, one line saying so."""
+    key, _ = keys
+    with LoopbackAdbDevice(tmp_path / "sb", answer_prompt=False) as dev:
+        t = AdbTransport(AdbConfig(address=dev.address, key_path=str(key), connect_timeout_s=3, auth_timeout_s=1.0,
+                                   read_timeout_s=5, retries=3, backoff_s=0.05))
+        t0 = time.monotonic()
+        with pytest.raises(AdbError) as info:
+            t.shell("echo hi")
+        took = time.monotonic() - t0
+    assert dev.auth_log == ["signature-rejected", "pubkey-unanswered"]  # one prompt on the phone, not four
+    assert 0.9 <= took < 2.5
+    msg = str(info.value)
+    assert "\n" not in msg and "Allow" in msg and "auth_timeout_s=1s" in msg
 
 
 def test_key_is_created_when_absent(tmp_path: Path) -> None:

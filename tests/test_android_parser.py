@@ -92,12 +92,14 @@ def test_window_stats_in_ms_with_stated_approximation() -> None:
     assert st.p90_ms == pytest.approx(119.043 + 1.2815515655 * 1.688, rel=1e-6)
     assert st.count == 50
     pct = stats_from_outputs([parse_benchmark_output(read("sci_percentiles"))], "window")
-    assert pct.median_ms == pytest.approx(0.889)  # printed median wins
+    # printed median (whole us) wins, refined within its half-microsecond by the full-precision average
+    assert pct.median_ms == pytest.approx(0.8895)
 
 
 def test_per_invocation_stats_are_real_quantiles() -> None:
     base = read("classic_pixel1")
-    outs = [parse_benchmark_output(base.replace("Inference (avg): 119043", f"Inference (avg): {v}"))
+    outs = [parse_benchmark_output(base.replace("Inference (avg): 119043", f"Inference (avg): {v}")
+                                   .replace("avg=119043", f"avg={v}"))  # the stats line agrees with it
             for v in (100000, 110000, 120000, 130000, 140000)]
     st = stats_from_outputs(outs, "per-invocation")
     assert st.median_ms == pytest.approx(120.0) and st.count == 5
@@ -138,3 +140,66 @@ def test_device_fact_parsers() -> None:
     assert big_core_mask((1800000,) * 4 + (2400000,) * 4) == "f0"
     assert parse_thermal_status("IsStatusOverride: false\nThermal Status: 3\n") == 3
     assert parse_thermal_status("Can't find service") == -1
+
+
+def _pixel1_with_empty_warmup(warm_avg: str) -> str:
+    text = read("classic_pixel1")
+    text = text.replace("Running benchmark for at least 5 iterations", "Running benchmark for at least 0 iterations")
+    text = text.replace("count=5 first=131852 curr=118640 min=117981 max=131852 avg=121235 std=5311", "count=0")
+    return text.replace("First inference: 131852, Warmup (avg): 121235",
+                        f"First inference: 0, Warmup (avg): {warm_avg}")
+
+
+@pytest.mark.parametrize("warm_avg", ["0", "nan", "-nan"])
+def test_empty_warmup_window_parses(warm_avg: str) -> None:
+    """``--warmup_runs=0 --warmup_min_secs=0``: the tool prints ``count=0`` for the warm-up window."""
+    out = parse_benchmark_output(_pixel1_with_empty_warmup(warm_avg))
+    assert out.warmup is not None and out.warmup.count == 0
+    assert out.inference is not None and out.inference.count == 50 and out.inference_avg_us == 119043
+    assert stats_from_outputs([out], "window").mean_ms == pytest.approx(119.043)
+    assert parse_stats_line("INFO: count=0").count == 0
+
+
+@pytest.mark.parametrize("name", ["classic_pixel1", "sci_percentiles"])
+@pytest.mark.parametrize("keep", [1, 2, 4])
+def test_timings_line_cut_inside_its_last_number_is_rejected(name: str, keep: int) -> None:
+    text = read(name)
+    start = text.index("Inference (avg): ") + len("Inference (avg): ")
+    with pytest.raises(BenchmarkParseError, match="cut short|disagrees"):
+        parse_benchmark_output(text[:start + keep])
+    # even when something appended a line end, the stats line gives the cut number away
+    with pytest.raises(BenchmarkParseError, match="disagrees"):
+        parse_benchmark_output(text[:start + keep] + "\n")
+
+
+def test_timings_line_must_agree_with_the_stats_lines() -> None:
+    text = read("classic_pixel1")
+    with pytest.raises(BenchmarkParseError, match="disagrees"):
+        parse_benchmark_output(text.replace("Inference (avg): 119043", "Inference (avg): 119.043"))
+    with pytest.raises(BenchmarkParseError, match="warm-up"):
+        parse_benchmark_output(text.replace("Warmup (avg): 121235", "Warmup (avg): 12"))
+    with pytest.raises(BenchmarkParseError, match="0 times"):
+        parse_benchmark_output(text.replace("count=50 first=118902 curr=119377 min=117305 max=126814 "
+                                            "avg=119043 std=1688", "count=0"))
+
+
+def test_sub_millisecond_median_is_not_quantised_to_a_microsecond() -> None:
+    """A 23.46 us unit: the whole-microsecond printed median (23) must not become the table value."""
+    text = read("sci_percentiles").replace(
+        "count=20 first=982 curr=871 min=803 max=1.112e+03 avg=902.35 std=71 p5=810 median=889 p95=1.08e+03",
+        "count=20 first=25 curr=23 min=22 max=27 avg=23.46 std=1 p5=22 median=23 p95=26").replace(
+        "Inference (avg): 902.35", "Inference (avg): 23.46")
+    st = stats_from_outputs([parse_benchmark_output(text)], "window")
+    assert st.median_ms == pytest.approx(0.02346) and st.mean_ms == pytest.approx(0.02346)
+    skewed = text.replace("avg=23.46", "avg=26.1").replace("Inference (avg): 23.46", "Inference (avg): 26.1")
+    assert stats_from_outputs([parse_benchmark_output(skewed)], "window").median_ms == pytest.approx(0.0235)
+
+
+def test_glog_prefixed_output_parses() -> None:
+    """LiteRT builds that log through absl prefix every line with glog's header."""
+    lines = read("classic_pixel1").splitlines(keepends=True)
+    text = "".join(f"I1201 04:25:28.123456   4242 benchmark_model.cc:{i}] {line}" if line.strip() else line
+                   for i, line in enumerate(lines))
+    out = parse_benchmark_output(text)
+    assert out.warmup is not None and out.warmup.count == 5
+    assert out.inference is not None and out.inference.count == 50 and out.inference_avg_us == 119043

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,56 +12,14 @@ import yaml
 from amc_mobile.cli.bench import app
 from amc_mobile.cli.common import run_app
 from amc_mobile.errors import UserError
-from amc_mobile.latency.base import (
-    BackendOptions,
-    LatencyBackend,
-    format_samples,
-    parse_samples,
-    register_backend,
-)
-from android_harness.farm import load_farm
+from amc_mobile.farm import load_farm
 
 FARMS = Path(__file__).resolve().parents[1] / "device_profiles" / "farms"
 
 
-@dataclass(frozen=True)
-class FakeOptions(BackendOptions):
-    baseline_ms: float = 2.0
-    candidate_ms: float = 1.0
-    unplugged: bool = False
-
-
-@register_backend("farm-fake")
-class FakeBackend(LatencyBackend):
-    """A deterministic device: latency by artefact name; records the order it ran things in."""
-
-    artifact_suffix = ".fake"
-    Options = FakeOptions
-    options: FakeOptions
-    order: list[str] = []
-
-    def check_available(self) -> str | None:
-        return "fake phone unplugged (connect it)" if self.options.unplugged else None
-
-    def prepare(self, model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
-        p = Path(path).with_suffix(".fake")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(str(input_shape))
-        return p
-
-    def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
-        stem = Path(artifact).stem
-        FakeBackend.order.append(f"{self.profile.name}:{stem}")
-        ms = {"baseline": self.options.baseline_ms, "candidate": self.options.candidate_ms}.get(stem, 0.5)
-        return format_samples([ms] * runs)
-
-    def parse(self, raw: str) -> Any:
-        return parse_samples(raw)
-
-
 def fake_device(name: str, **kw: Any) -> dict[str, Any]:
     options = kw.pop("options", {})
-    return {"name": name, "profile": {"backend": "farm-fake", "warmup_runs": 1, "runs": 3, "min_window_ms": 0.0,
+    return {"name": name, "profile": {"backend": "fake-test", "warmup_runs": 1, "runs": 3, "min_window_ms": 0.0,
                                       "calibrate_overhead": False, "options": options}, **kw}
 
 
@@ -78,8 +35,7 @@ def farm_cli(farm: Path, out: Path) -> int:
                          "--candidate", "mobilenet_v1_cifar@0.5", "--out", str(out)])
 
 
-def test_farm_passes_and_writes_markdown_json_png(tmp_path: Path) -> None:
-    FakeBackend.order.clear()
+def test_farm_passes_and_writes_markdown_json_png(tmp_path: Path, fake_backend: Any) -> None:
     farm = write_farm(tmp_path, [fake_device("phone-a", required=True), fake_device("phone-b")])
     assert farm_cli(farm, tmp_path / "out") == 0
     report = json.loads((tmp_path / "out" / "farm-report.json").read_text())
@@ -88,10 +44,10 @@ def test_farm_passes_and_writes_markdown_json_png(tmp_path: Path) -> None:
     assert rows["phone-a"]["speedup"] == pytest.approx(2.0) and rows["phone-a"]["baseline_ms"] == pytest.approx(2.0)
     assert rows["phone-b"]["status"] == "ok"
     md = (tmp_path / "out" / "farm-report.md").read_text()
-    assert "| phone-a | farm-fake | 2.000 | 1.000 | 2.000 |" in md and "PASS" in md
+    assert "| phone-a | fake-test | 2.000 | 1.000 | 2.000 |" in md and "PASS" in md
     assert (tmp_path / "out" / "farm-speedup.png").read_bytes()[:4] == b"\x89PNG"
     # each device's windows are interleaved A/B (ABBA then BAAB), not all A then all B
-    seq = [s.split(":")[1] for s in FakeBackend.order if s.startswith("phone-a:") and "_" not in s.split(":")[1]]
+    seq = [s.split(":")[1] for s in fake_backend.order if s.startswith("phone-a:") and "_" not in s.split(":")[1]]
     timed = seq[2:]  # after the two probe runs
     assert timed[:8] == ["baseline", "candidate", "candidate", "baseline", "candidate", "baseline", "baseline", "candidate"]
 
@@ -141,3 +97,51 @@ def test_farm_through_the_loopback_stand_in(tmp_path: Path) -> None:
     from android_harness.loopback.smoke import main
 
     assert main(["--out", str(tmp_path / "smoke"), "--timeout", "500"]) == 0
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", "..", ".hidden"])
+def test_farm_device_names_cannot_leave_out(tmp_path: Path, bad: str) -> None:
+    farm = write_farm(tmp_path, [fake_device(bad)])
+    with pytest.raises(UserError, match="invalid farm device name"):
+        load_farm(farm)
+    assert farm_cli(farm, tmp_path / "out") == 2
+    assert not (tmp_path / "escape").exists() and not list(tmp_path.glob("**/*.fake"))
+
+
+def test_device_facts_name_the_farm_entry(tmp_path: Path) -> None:
+    """Two farm entries sharing one named profile stay apart in the report's facts."""
+    prof = tmp_path / "shared.yaml"
+    prof.write_text(yaml.safe_dump({"name": "shared", "backend": "fake-test", "warmup_runs": 1, "runs": 3,
+                                    "min_window_ms": 0.0, "calibrate_overhead": False}))
+    farm = write_farm(tmp_path, [{"name": "lab-a", "profile": "shared.yaml"},
+                                 {"name": "lab-b", "profile": "shared.yaml", "options": {"candidate_ms": 0.5}}])
+    assert farm_cli(farm, tmp_path / "out") == 0
+    rows = {d["device"]: d for d in json.loads((tmp_path / "out" / "farm-report.json").read_text())["devices"]}
+    assert rows["lab-a"]["facts"]["device"] == "lab-a" and rows["lab-b"]["facts"]["device"] == "lab-b"
+    assert rows["lab-b"]["speedup"] == pytest.approx(4.0)
+    assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_run_farm_maps_a_picklable_measure_device(tmp_path: Path) -> None:
+    """The contract an executor (threads, processes, Ray) relies on: ``mapper(fn, devices)`` gets a
+    picklable function of one device and returns the results in device order."""
+    import pickle
+
+    from amc_mobile.farm import DeviceResult, run_farm
+
+    seen: list[str] = []
+
+    def remote_mapper(fn: Any, devices: Any) -> list[DeviceResult]:
+        shipped = pickle.loads(pickle.dumps(fn))  # what a process or Ray worker would receive
+        out = []
+        for d in reversed(list(devices)):  # finish out of order
+            seen.append(d.name)
+            out.append(pickle.loads(pickle.dumps(shipped(pickle.loads(pickle.dumps(d))))))
+        return out[::-1]
+
+    spec = load_farm(write_farm(tmp_path, [fake_device("a"), fake_device("b")]))
+    results, paths = run_farm(spec, "mobilenet_v1_cifar", "mobilenet_v1_cifar@0.5", tmp_path / "out",
+                              mapper=remote_mapper)
+    assert seen == ["b", "a"] and [r.device for r in results] == ["a", "b"]
+    assert all(r.status == "ok" and r.speedup == pytest.approx(2.0) for r in results)
+    assert paths["json"].is_file()

@@ -114,7 +114,7 @@ def benchmark_model(device: LoopbackAdbDevice, argv: list[str], out: Callable[[s
         while len(xs) < min_runs or (time.perf_counter() - start) < min_secs:
             a = time.perf_counter()
             interp.invoke()
-            xs.append((time.perf_counter() - a) * 1e6)
+            xs.append(float(round((time.perf_counter() - a) * 1e6)))  # whole microseconds, as the tool's timer
             if time.perf_counter() - start > float(flags["max_secs"]):
                 break
         return xs
@@ -128,6 +128,9 @@ def benchmark_model(device: LoopbackAdbDevice, argv: list[str], out: Callable[[s
     if faults.drop_run > 0 and not faults.take("drop_run_after") and faults.take("drop_run"):
         out("\n".join(lines) + "\n")
         raise DropConnection("fault: connection dropped mid-run")
+    if faults.crash_run > 0 and not faults.take("crash_run_after") and faults.take("crash_run"):
+        out("\n".join(lines) + "\n")
+        return 139  # killed by SIGSEGV: the device shell reports 128 + 11
     n_runs, n_secs = int(flags["num_runs"]), float(flags["min_secs"])
     emit(f"Running benchmark for at least {n_runs} iterations and at least {n_secs:g} seconds but "
          f"terminate if exceeding {float(flags['max_secs']):g} seconds.")
@@ -136,7 +139,7 @@ def benchmark_model(device: LoopbackAdbDevice, argv: list[str], out: Callable[[s
     emit("")
     avg_us = sum(timed) / len(timed)
     warm_avg = sum(warm) / len(warm) if warm else 0.0
-    first = warm[0] if warm else timed[0]
+    first = warm[0] if warm else 0.0  # the tool prints the warm-up window's first run (0 when empty)
     emit(f"Inference timings in us: Init: {init_us:g}, First inference: {first:g}, "
          f"Warmup (avg): {warm_avg:g}, Inference (avg): {avg_us:g}")
     emit("Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE "
@@ -151,6 +154,10 @@ def benchmark_model(device: LoopbackAdbDevice, argv: list[str], out: Callable[[s
     text = "\n".join(lines) + "\n"
     if faults.take("truncate_output"):
         out(text[: len(text) // 3])
+        return 0
+    if faults.take("truncate_timings"):  # cut inside the last number of the timings line (no line end)
+        cut = text.index("Inference (avg): ") + len("Inference (avg): ") + 1
+        out(text[:cut])
         return 0
     if faults.take("malformed_output"):
         out(text.replace("Inference (avg): ", "Inference (avg): -nan(ind)x").replace("count=", "cnt="))

@@ -3,7 +3,8 @@
 Wire format and handshake as adbd does it: the host sends CNXN; the device answers AUTH(TOKEN) with
 20 random bytes; the host answers AUTH(SIGNATURE) (PKCS#1 v1.5 / SHA-1 DigestInfo over the token),
 which is verified against every authorized public key, or AUTH(RSAPUBLICKEY) (the phone's "Allow USB
-debugging?" prompt; ``accept_new_keys`` taps Allow); then CNXN with the device banner. Streams:
+debugging?" prompt; ``accept_new_keys`` taps Allow or Deny, ``answer_prompt=False`` leaves it unanswered:
+the device stays silent, as adbd does while the prompt is up); then CNXN with the device banner. Streams:
 OPEN(local, 0, "service:...") -> OKAY(remote, local); data goes as WRTE, each acknowledged by OKAY;
 CLSE ends a stream. Services: ``shell:``/``exec:`` (see :mod:`.shell`) and ``sync:`` (STAT, LIST,
 SEND/DATA/DONE, RECV/DATA/DONE, QUIT; OKAY or FAIL).
@@ -50,6 +51,9 @@ class Faults:
     drop_run_after: int = 0       # ... but first let this many runs finish
     truncate_output: int = 0      # benchmark_model prints only the first third of its output
     malformed_output: int = 0     # benchmark_model prints garbled numbers
+    truncate_timings: int = 0     # benchmark_model's output stops inside the timings line's last number
+    crash_run: int = 0            # benchmark_model dies with SIGSEGV (exit status 139) before printing results
+    crash_run_after: int = 0      # ... but first let this many runs finish
     hot_skip_reads: int = 0       # thermal status reads that stay cool before the hot spell starts
     hot_reads: int = 0            # thermal status reads that report ``hot_status`` before cooling
     hot_status: int = 3           # Android thermal status while hot (3 = SEVERE)
@@ -124,7 +128,7 @@ class LoopbackAdbDevice:
 
     def __init__(self, sandbox: str | Path, host: str = "127.0.0.1", port: int = 0, *,
                  require_auth: bool = True, authorized_keys: tuple[str, ...] = (),
-                 accept_new_keys: bool = True, props: dict[str, str] | None = None,
+                 accept_new_keys: bool = True, answer_prompt: bool = True, props: dict[str, str] | None = None,
                  cpu_max_khz: tuple[int, ...] = PIXEL1_CPU_MAX_KHZ, faults: Faults | None = None) -> None:
         self.fs = FakeFS(Path(sandbox))
         self.fs.root.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,7 @@ class LoopbackAdbDevice:
         self.require_auth = require_auth
         self.authorized_keys: list[str] = list(authorized_keys)
         self.accept_new_keys = accept_new_keys
+        self.answer_prompt = answer_prompt  # False: the "Allow USB debugging?" prompt is never answered
         self.props = dict(PIXEL1_PROPS if props is None else props)
         self.cpus = tuple(cpu_max_khz)
         self.faults = faults or Faults()
@@ -249,6 +254,11 @@ class LoopbackAdbDevice:
                         P.decode_android_pubkey(key)
                     except (ValueError, struct.error):
                         self.auth_log.append("pubkey-invalid")
+                        return False
+                    if not self.answer_prompt:  # nobody taps the prompt: adbd stays silent
+                        self.auth_log.append("pubkey-unanswered")
+                        while not self._stop.is_set():
+                            conn.recv()  # until the host gives up and closes
                         return False
                     if not self.accept_new_keys:
                         self.auth_log.append("pubkey-refused")

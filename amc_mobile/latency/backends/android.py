@@ -7,7 +7,8 @@ the exact command) followed by the tool's output, one ``@@@ invocation N`` secti
 
 * ``window`` (default): one invocation of ``runs`` timed runs. benchmark_model prints count/avg/std/
   min/max (microseconds), not each run, so ``mean_ms``/``std_ms`` are exact while ``median_ms`` is the
-  printed median when the tool prints percentiles, else the average; ``p10``/``p90`` are printed
+  average (full precision) clipped to within 0.5 us of the printed whole-microsecond median when the
+  tool prints percentiles, else the average; ``p10``/``p90`` are printed
   percentiles, else ``avg -/+ 1.2816 std`` clipped to [min, max] (normal approximation).
 * ``per-invocation``: ``runs`` invocations of one timed run each (after the warm-up): real
   per-inference samples, exact quantiles, at the cost of one model load per sample.
@@ -20,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -82,7 +84,7 @@ def stats_from_outputs(outputs: Sequence[Any], sampling: str) -> LatencyStats:
         lo = s.min_us if s and s.min_us is not None else float("-inf")
         hi = s.max_us if s and s.max_us is not None else float("inf")
         pct = s.percentiles_us if s else {}
-        med = pct.get("p50", avg)
+        med = _full_precision_median(avg, pct.get("p50"))
         p10 = pct.get("p10", min(max(avg - Z90 * std, lo), avg))
         p90 = pct.get("p90", max(min(avg + Z90 * std, hi), avg))
         windows.append((n, avg, std, med, p10, p90))
@@ -92,6 +94,18 @@ def stats_from_outputs(outputs: Sequence[Any], sampling: str) -> LatencyStats:
     return LatencyStats(median_ms=median(w[3] for w in windows) / 1000.0,
                         p10_ms=min(w[4] for w in windows) / 1000.0, p90_ms=max(w[5] for w in windows) / 1000.0,
                         mean_ms=mean / 1000.0, std_ms=var ** 0.5 / 1000.0, count=total)
+
+
+def _full_precision_median(avg_us: float, printed_us: float | None) -> float:
+    """The window's median at full precision: the tool prints the median as whole microseconds (its
+    samples are integers) but the average with six significant digits. The true median lies within
+    half a microsecond of the printed one; the average, clipped to that interval, is the estimate (a
+    sub-millisecond unit is not quantised to 1 us, a skewed window keeps its printed median)."""
+    if printed_us is None:
+        return avg_us
+    if printed_us != round(printed_us):  # printed with a fraction: already full precision
+        return printed_us
+    return min(max(avg_us, printed_us - 0.5), printed_us + 0.5)
 
 
 def format_raw(header: dict[str, Any], outputs: Sequence[str]) -> str:
@@ -155,6 +169,23 @@ class AndroidBackend(LatencyBackend):
             self._runner = BenchmarkRunner(AdbTransport(self._adb_config()), cfg)
         return self._runner
 
+    def phone_lock_path(self) -> Path:
+        """The host-side lock a measurement holds on this phone (user cache, one file per connection)."""
+        from amc_mobile.storage import user_cache_dir
+
+        key = re.sub(r"[^A-Za-z0-9._+-]", "_", self._adb_config().describe())
+        return user_cache_dir() / "phones" / f"{key}.lock"
+
+    @contextmanager
+    def _phone(self) -> Iterator[None]:
+        """One process measures a phone at a time: runs on a shared phone disturb each other's timings,
+        and a run cleans what an earlier run left on the phone. A second one gets one line naming the
+        holder's PID."""
+        from amc_mobile.storage import ExclusiveLock
+
+        with ExclusiveLock(self.phone_lock_path(), f"phone {self._adb_config().describe()}"):
+            yield
+
     def _guard(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """Harness errors become one-line UserErrors naming the device."""
         from android_harness.transport import AdbError
@@ -204,10 +235,11 @@ class AndroidBackend(LatencyBackend):
 
     def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
         r = self.runner()
-        if self.options.sampling == "per-invocation":
-            rec = self._guard(r.run, artifact, warmup_runs, 1, invocations=runs)
-        else:
-            rec = self._guard(r.run, artifact, warmup_runs, runs)
+        with self._phone():
+            if self.options.sampling == "per-invocation":
+                rec = self._guard(r.run, artifact, warmup_runs, 1, invocations=runs)
+            else:
+                rec = self._guard(r.run, artifact, warmup_runs, runs)
         self.last_records = [rec]
         return format_raw(self._header(rec), rec.outputs)
 
@@ -226,7 +258,8 @@ class AndroidBackend(LatencyBackend):
                 items.append((f"{i}.{j}", a))
                 owners.append(i)
                 item_runs.append(1 if per_inv else n)
-        rows = self._guard(run_batch, r, items, warmup_runs, item_runs, chunk_size=self.options.batch_chunk)
+        with self._phone():
+            rows = self._guard(run_batch, r, items, warmup_runs, item_runs, chunk_size=self.options.batch_chunk)
         grouped: list[list[Any]] = [[] for _ in artifacts]
         for owner, row in zip(owners, rows, strict=True):
             grouped[owner].append(row)
@@ -257,8 +290,35 @@ class AndroidBackend(LatencyBackend):
         binary = self._binary()
         return {**super().describe_device(), "runtime": "tflite benchmark_model",
                 "binary_sha256": file_sha256(binary) if Path(binary).is_file() else None,
-                "connection": r.t.config.describe(), "core_mask": r.core_mask, "sampling": self.options.sampling,
-                "facts": facts.to_dict()}
+                "connection": r.t.config.describe(), "core_mask": self._guard(lambda: r.core_mask),
+                "sampling": self.options.sampling, "facts": facts.to_dict()}
+
+    def identity(self) -> dict[str, Any]:
+        """Stable facts a table must match to be resumed or used: the phone (model, SoC, build
+        fingerprint, cores and their max frequencies), the runtime (``benchmark_model``'s hash), threads,
+        batch size, the core mask and the sampling mode. Plain JSON types, so a table read back compares
+        equal; the address, serial and live readings are not part of it."""
+        from android_harness.runner import file_sha256
+
+        r = self.runner()
+        facts = self._guard(r.facts)
+        binary = self._binary()
+        return {"backend": "android", "runtime": "tflite benchmark_model",
+                "binary_sha256": file_sha256(binary) if Path(binary).is_file() else None,
+                "threads": self.profile.threads, "batch_size": self.profile.batch_size,
+                "core_mask": self._guard(lambda: r.core_mask), "sampling": self.options.sampling,
+                **facts.identity()}
+
+    def live(self) -> dict[str, Any]:
+        """This moment's thermal status and current CPU frequencies (recorded with each table row,
+        never compared); empty when the phone cannot be read right now."""
+        from android_harness.transport import AdbError
+
+        try:
+            snap = self.runner().thermal()
+        except AdbError:
+            return {}
+        return {"thermal_status": snap.status, "cur_freq_khz": list(snap.cur_freq_khz)}
 
     def close(self) -> None:
         if self._runner is not None:
@@ -267,6 +327,4 @@ class AndroidBackend(LatencyBackend):
 
 
 def _thermal(snap: Any) -> dict[str, Any] | None:
-    if snap is None:
-        return None
-    return {"status": snap.status, "cur_freq_khz": list(snap.cur_freq_khz)}
+    return None if snap is None else dict(snap.to_dict())
