@@ -4,15 +4,36 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EPISODES ?= 60
 
-.PHONY: install data quickstart test test-all lint smoke clean
+LOCK   := requirements/lock.txt
+EXTRAS ?= dev,tflite,ray
+STAMP  := $(VENV)/.amc-installed
+# Extra pip arguments for torch alone, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# on a machine without the local CPU wheel (PyPI's default Linux build of torch is the CUDA one).
+TORCH_PIP_ARGS ?=
+
+.PHONY: install data quickstart test test-all lint typecheck smoke lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned to 2.13.0 first so pip takes the local CPU wheel, never a CUDA build.
-install: $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,tflite]'
+# Installs the versions CI tests, from the lock. torch is installed first and on its own, pinned to
+# 2.13.0, so pip takes the local CPU wheel (never a multi-GB CUDA build); the lock leaves torch out
+# (requirements/README.md says why). Re-runs are a no-op until the metadata or the lock change.
+install: $(STAMP)
+
+$(STAMP): $(BIN)/python setup.cfg $(wildcard setup.py) pyproject.toml $(LOCK)
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e '.[$(EXTRAS)]'
+	@touch $@
+
+# Refresh the lock after changing dependencies in setup.cfg (keeps current pins where they still fit;
+# `make lock UPGRADE=1` moves everything to the newest allowed versions). See requirements/README.md.
+lock: $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
+	$(BIN)/pip install -q pip-tools==7.6.2
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--unsafe-package torch --extra dev --extra tflite --extra ray $(if $(UPGRADE),--upgrade) \
+		-o $(LOCK) setup.cfg
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets).
 data:
@@ -34,7 +55,7 @@ quickstart: install data
 		--latency-budget 50% --episodes $(EPISODES) --out runs/quickstart
 	$(BIN)/amc-mobile finetune --checkpoint runs/quickstart/pruned.pt \
 		--teacher zoo:mobilenet_v1-fmnist --epochs 1 --max-train-images 10000 --test \
-		--out runs/quickstart/finetuned
+		--out runs/quickstart/finetuned --resume
 
 test: install data
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -45,8 +66,12 @@ test-all: install data
 lint: install
 	$(BIN)/ruff check amc_mobile android_harness bench tests
 
+# mypy over the configured set (setup.cfg [mypy] files = amc_mobile, android_harness)
+typecheck: install
+	$(BIN)/mypy
+
 smoke: install
 	$(BIN)/python -m android_harness.loopback.smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,19 +18,6 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = run_app(app, list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def fake_fmnist(root: Path, n_train: int = 200, n_test: int = 50) -> Path:
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
-            head = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
-            with gzip.open(root / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
-                f.write(head + arr.tobytes())
-    return root
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:
@@ -87,16 +72,17 @@ def test_foreign_and_missing_checkpoints_are_one_line(capsys: pytest.CaptureFixt
     assert_one_line_error(code, err, "unknown zoo checkpoint 'no-such-teacher'")
 
 
-def test_data_command_reports_found_and_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    root = fake_fmnist(tmp_path / "fm")
+def test_data_command_reports_found_and_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                fake_fmnist: Any) -> None:
+    root = fake_fmnist(tmp_path / "fm", 200, 50)
     code, out, err = cli(capsys, "data", "--data-dir", str(root))
     assert code == 0
     assert "fashion-mnist" in out and "found" in out and "200 train" in out.replace("\n", " ")
     assert "to get cifar10" in err  # the others are missing there, with instructions
 
 
-def test_train_resume_eval_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    root = fake_fmnist(tmp_path / "fm")
+def test_train_resume_eval_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_fmnist: Any) -> None:
+    root = fake_fmnist(tmp_path / "fm", 200, 50)
     out_dir = tmp_path / "run"
     common = ["train", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--data-dir", str(root),
               "--epochs", "2", "--batch-size", "64", "--threads", "1", "--classes", "0,1,2,3",
@@ -120,3 +106,227 @@ def test_train_resume_eval_round_trip(capsys: pytest.CaptureFixture[str], tmp_pa
     res = json.loads(out)
     assert res["n"] == 20 and res["dataset"] == "fashion-mnist"
     assert res["top1"] == pytest.approx(metrics["test"]["top1"])
+
+
+# --- usage errors, --version, help, Ctrl-C (issue 10) ---------------------------------------------
+from amc_mobile.cli.bench import app as bench_app  # noqa: E402
+
+
+@pytest.mark.parametrize("the_app", [app, bench_app], ids=["amc-mobile", "amc-bench"])
+def test_version_and_bare_command_print_version_and_help(capsys: pytest.CaptureFixture[str], the_app) -> None:
+    import amc_mobile
+
+    assert run_app(the_app, ["--version"]) == 0
+    assert capsys.readouterr().out.strip().endswith(amc_mobile.__version__)
+    assert run_app(the_app, []) == 0
+    out = capsys.readouterr().out
+    assert "Usage:" in out and "Commands:" in out
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["train", "--model", "mobilenet_v1_cifar", "--out", "x", "--no-such-option"], "No such option: --no-such-option"),
+    (["train", "--model", "mobilenet_v1_cifar"], "Missing option '--out'"),
+    (["train", "--model", "mobilenet_v1_cifar", "--out", "x", "--epochs", "many"], "'--epochs'"),
+    (["eval"], "Missing option '--checkpoint'"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+    (["info", "--model"], "requires an argument"),
+])
+def test_usage_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                               needle: str) -> None:
+    code, out, err = cli(capsys, *argv)
+    assert_one_line_error(code, err, needle, "--help")
+    assert out == ""
+
+
+def test_bench_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_app(bench_app, ["profile", "--bogus"])
+    assert_one_line_error(code, capsys.readouterr().err, "No such option: --bogus")
+
+
+def test_console_scripts_answer_version_and_usage_errors() -> None:
+    """The installed entry points themselves (not only run_app): version, exit codes, one stderr line."""
+    import shutil
+    import subprocess
+    import sys
+
+    scripts = Path(sys.executable).parent
+    for name in ("amc-mobile", "amc-bench"):
+        exe = scripts / name
+        if not exe.exists():
+            exe = Path(shutil.which(name) or name)
+        res = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and res.stdout.startswith("amc-mobile ")
+        res = subprocess.run([str(exe), "--frobnicate"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: ")
+
+
+def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path: Path) -> None:
+    """A real SIGINT to a real training process: exit 130, one line naming --out, then --resume continues."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_idx(tmp_path / "fm")
+    out_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "amc_mobile.cli.main", "train", "--model", "mobilenet_v1_cifar", "--width",
+            "0.25", "--data-dir", str(root), "--epochs", "200", "--batch-size", "64", "--threads", "1",
+            "--no-test", "--out", str(out_dir)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out_dir / "metrics.json").exists():  # epoch 1 is saved: a well-defined point
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no epoch finished in 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and [line for line in lines if "interrupted" in line] == lines[-1:]
+    assert str(out_dir) in lines[-1] and "--resume" in lines[-1]
+    done = json.loads((out_dir / "metrics.json").read_text())["epochs_done"]
+    assert done >= 1 and not list(out_dir.glob("*.tmp")) and not list(out_dir.glob(".*.tmp"))
+    res = subprocess.run([*argv[:argv.index("--epochs") + 1], str(done + 1), *argv[argv.index("--epochs") + 2:],
+                          "--resume"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"{done} epoch(s) done" in res.stdout
+    assert json.loads((out_dir / "metrics.json").read_text())["epochs_done"] == done + 1
+
+
+def make_idx(root: Path) -> Path:
+    from conftest import make_fake_fmnist
+
+    return make_fake_fmnist(root, n_train=400, n_test=50)
+
+
+# --- bad numbers: one line each, from the library's own validation ---------------------------------
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["train", "--model", "mobilenet_v1_cifar", "--width", "0"], "width_mult must be a positive number"),
+    (["train", "--model", "mobilenet_v1_cifar", "--resolution", "0"], "input_size must be a positive integer"),
+    (["train", "--model", "mobilenet_v1_cifar", "--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["train", "--model", "mobilenet_v1_cifar", "--epochs", "0"], "--epochs must be a positive integer"),
+    (["train", "--model", "mobilenet_v1_cifar", "--lr", "nan"], "--lr must be a number"),
+    (["info", "--model", "mobilenet_v1_cifar", "--width", "0"], "width_mult must be a positive number"),
+    (["info", "--model", "mobilenet_v1_cifar", "--resolution", "0"], "input_size must be a positive integer"),
+    (["info", "--model", "mobilenet_v1_cifar", "--num-classes", "0"], "num_classes must be a positive integer"),
+    (["prune", "--model", "mobilenet_v1_cifar", "--uniform", "0.5", "--num-classes", "0"], "num_classes must be"),
+    (["prune", "--model", "mobilenet_v1_cifar", "--uniform", "0.5", "--width", "0"], "width_mult must be"),
+    (["prune", "--model", "mobilenet_v1_cifar", "--uniform", "0.5", "--resolution", "0"], "input_size must be"),
+    (["prune", "--checkpoint", "zoo:mobilenet_v1-fmnist", "--uniform", "0.5", "--calib-batch-size", "0"],
+     "calibration image"),
+    (["eval", "--checkpoint", "zoo:mobilenet_v1-fmnist", "--batch-size", "0"], "--batch-size must be a positive"),
+    (["export", "--checkpoint", "zoo:mobilenet_v1-fmnist", "--resolution", "0"], "--resolution must be a positive"),
+    (["finetune", "--checkpoint", "zoo:mobilenet_v1-fmnist", "--teacher", "zoo:mobilenet_v1-fmnist",
+      "--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["finetune", "--checkpoint", "zoo:mobilenet_v1-fmnist", "--teacher", "zoo:mobilenet_v1-fmnist",
+      "--epochs", "0"], "--epochs must be a positive integer"),
+])
+def test_zero_sizes_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str],
+                                 needle: str) -> None:
+    out_args = ["--out", str(tmp_path / ("o.pt" if argv[0] in ("prune", "export") else "o"))]
+    root = make_idx(tmp_path / "fm") if argv[0] in ("train", "eval", "finetune", "prune") else None
+    data = ["--data-dir", str(root)] if root is not None else []
+    code, _, err = cli(capsys, *argv, *(out_args if argv[0] not in ("info", "eval") else []), *data)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_out_under_a_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    root = make_idx(tmp_path / "fm")
+    code, _, err = cli(capsys, "train", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--data-dir", str(root),
+                       "--epochs", "1", "--out", str(blocker / "run"))
+    assert_one_line_error(code, err, str(blocker / "run"), "file")
+    code, _, err = cli(capsys, "prune", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--uniform", "0.5",
+                       "--out", str(blocker / "p.pt"))
+    assert_one_line_error(code, err, "part of the path is a file")
+    assert blocker.read_text() == "x" and list(tmp_path.glob("**/*.tmp")) == []
+
+
+# --- malformed checkpoint payloads -------------------------------------------------------------------
+def _payload(**changes: object) -> dict:
+    from amc_mobile.models import create_model
+    from amc_mobile.models.checkpoint import FORMAT, arch_of
+
+    net = create_model("mobilenet_v1_cifar", num_classes=4, in_chans=1, width_mult=0.25, input_size=12)
+    payload = {"format": FORMAT, "version": 1, "arch": arch_of(net), "state_dict": net.state_dict()}
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key)
+        else:
+            payload[key] = value
+    return payload
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"state_dict": None}, "no 'state_dict'"),
+    ({"state_dict": {"conv1.0.weight": [1, 2, 3]}}, "'state_dict' must map parameter names to tensors"),
+    ({"state_dict": [1, 2]}, "'state_dict' must map"),
+    ({"arch": [1, 2]}, "'arch' must be a mapping"),
+    ({"arch": {"num_classes": 4}}, "no model name"),
+    ({"arch": {"name": "mobilenet_v1_cifar", "num_classes": "four", "in_chans": 1}}, "num_classes"),
+    ({"arch": {"name": "mobilenet_v1_cifar", "num_classes": 4, "in_chans": 1, "shapes": {"conv1.0": "x"}}},
+     "layer shape of 'conv1.0'"),
+    ({"arch": {"name": "mobilenet_v1_cifar", "num_classes": 4, "in_chans": 1, "shapes": {"conv1.0": [1, 2, 3, 4]}}},
+     "layer shape of 'conv1.0'"),
+    ({"version": "1"}, "'version' must be an integer"),
+    ({"data": "fashion-mnist"}, "'data' must be a mapping"),
+])
+def test_malformed_checkpoint_payloads_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                    changes: dict, needle: str) -> None:
+    path = tmp_path / "bad.pt"
+    torch.save(_payload(**changes), path)
+    code, _, err = cli(capsys, "info", "--checkpoint", str(path))
+    assert_one_line_error(code, err, needle)
+
+
+def test_train_init_from_and_rerun_refusal_through_the_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = make_idx(tmp_path / "fm")
+    base = ["train", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--data-dir", str(root), "--epochs", "1",
+            "--batch-size", "64", "--threads", "1", "--no-test"]
+    code, _, err = cli(capsys, *base, "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    # the same command again: refused, nothing overwritten
+    before = (tmp_path / "a" / "final.pt").read_bytes()
+    code, _, err = cli(capsys, *base, "--out", str(tmp_path / "a"))
+    assert_one_line_error(code, err, "already holds a training run", "--resume", "another --out")
+    assert (tmp_path / "a" / "final.pt").read_bytes() == before
+    # continue the finished model with a new schedule; --model and --width come from the checkpoint
+    code, out, err = cli(capsys, "train", "--init-from", str(tmp_path / "a" / "final.pt"), "--data-dir", str(root),
+                         "--epochs", "1", "--batch-size", "64", "--lr", "0.01", "--no-test",
+                         "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "initialised the weights from" in out and "mobilenet_v1_cifar width 0.25" in out
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["config"]["init_from"] == str(tmp_path / "a" / "final.pt") and metrics["done"]
+    code, _, err = cli(capsys, "train", "--init-from", str(tmp_path / "a" / "final.pt"), "--width", "0.5",
+                       "--data-dir", str(root), "--out", str(tmp_path / "c"))
+    assert_one_line_error(code, err, "different architecture", "width_mult 0.25 != 0.5")
+    code, _, err = cli(capsys, "train", "--init-from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "d"))
+    assert_one_line_error(code, err, "checkpoint not found")
+
+
+def test_train_options_come_from_the_config_dataclasses(capsys: pytest.CaptureFixture[str]) -> None:
+    """TrainInputs/TrainConfig are the single source: every CLI field is an option showing its default."""
+    from dataclasses import fields
+
+    from amc_mobile.training import TrainConfig, TrainInputs
+
+    code, out, _ = cli(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for cls in (TrainInputs, TrainConfig):
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            if f.metadata["cli"]:
+                assert flag in text, flag
+                if f.default not in (None, ""):
+                    assert f"[default: {f.default}]" in text, flag
+            else:
+                assert flag not in text, flag

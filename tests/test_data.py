@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,34 +28,11 @@ needs_fmnist = pytest.mark.skipif(not (FMNIST_DIR / "train-images-idx3-ubyte.gz"
                                          "(apt-get install dataset-fashion-mnist)")
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def make_fake_fmnist(root: Path, n_train: int = 600, n_test: int = 100, gz: bool = True) -> Path:
-    """Genuine IDX files of random 28x28 images, labels cycling through the 10 classes."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    suffix = ".gz" if gz else ""
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 256, (n, 28, 28)) // 4 + labels[:, None, None] * 19  # learnable signal
-        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
-    return root
-
-
 @pytest.mark.parametrize("gz", [True, False])
-def test_idx_reader_gzip_and_raw(tmp_path: Path, gz: bool) -> None:
+def test_idx_reader_gzip_and_raw(tmp_path: Path, gz: bool, idx_writer: Any) -> None:
     arr = np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256
     path = tmp_path / ("x.idx.gz" if gz else "x.idx")
-    write_idx(path, arr)
+    idx_writer(path, arr)
     out = read_idx(path)
     assert out.dtype == torch.uint8 and out.shape == (2, 3, 4)
     assert torch.equal(out, torch.from_numpy(arr.astype(np.uint8)))
@@ -87,8 +64,8 @@ def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_fake_fashion_mnist_splits(tmp_path: Path, gz: bool) -> None:
-    root = make_fake_fmnist(tmp_path / "fm", gz=gz)
+def test_fake_fashion_mnist_splits(tmp_path: Path, gz: bool, fake_fmnist: Any) -> None:
+    root = fake_fmnist(tmp_path / "fm", gz=gz)
     train = get_dataset("fashion-mnist", root, "train")
     val = get_dataset("fashion-mnist", root, "val")
     trainval = get_dataset("fashion-mnist", root, "trainval")
@@ -126,8 +103,8 @@ def test_real_fashion_mnist_class_subset_remaps_labels() -> None:
     assert torch.equal(sub.images[sub.labels == 0], full.images[full.labels == 1])
 
 
-def test_class_subset_errors(tmp_path: Path) -> None:
-    root = make_fake_fmnist(tmp_path / "fm")
+def test_class_subset_errors(tmp_path: Path, fake_fmnist: Any) -> None:
+    root = fake_fmnist(tmp_path / "fm")
     with pytest.raises(UserError, match="unknown class 'Hat'; valid classes: T-shirt/top"):
         get_dataset("fashion-mnist", root, "train", classes="Hat,Trouser")
     with pytest.raises(UserError, match="out of range"):
@@ -247,3 +224,67 @@ def test_random_crop_flip_shifts_and_flips() -> None:
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
         windows = [padded[:, r:r + 5, c:c + 5] for r in range(5) for c in range(5)]
         assert any(torch.equal(cropped[i], w) for w in windows)
+
+
+@pytest.mark.parametrize("which", ["train", "t10k"])
+def test_label_file_that_does_not_match_its_image_file_is_refused(tmp_path: Path, fake_fmnist: Any,
+                                                                  idx_writer: Any, which: str) -> None:
+    root = fake_fmnist(tmp_path / "fm", n_train=200, n_test=50)
+    n = 200 if which == "train" else 50
+    idx_writer(root / f"{which}-labels-idx1-ubyte.gz", np.arange(n - 7) % 10)  # a label file of another set
+    with pytest.raises(UserError) as info:
+        get_dataset("fashion-mnist", root, "train")
+    msg = str(info.value)
+    assert f"{n - 7} labels" in msg and f"{n} images" in msg and "do not belong together" in msg
+    assert "\n" not in msg
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path: Path, fake_fmnist: Any, idx_writer: Any) -> None:
+    root = fake_fmnist(tmp_path / "fm", n_train=200, n_test=50)
+    idx_writer(root / "t10k-labels-idx1-ubyte.gz", np.full(50, 12))
+    with pytest.raises(UserError, match="test labels range 12..12 but the data set has 10 classes"):
+        get_dataset("fashion-mnist", root, "test")
+
+
+def test_loader_rejects_a_zero_batch_size() -> None:
+    data = Dataset("d", "test", torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
+                   ["a"], (0.0,), (1.0,), "-")
+    with pytest.raises(UserError, match="--batch-size must be a positive integer, got 0"):
+        TensorLoader(data, batch_size=0)
+
+
+def test_teacher_data_opens_the_recorded_classes_in_output_order_with_the_training_normalisation(
+        tmp_path: Path, fake_fmnist: Any) -> None:
+    from amc_mobile.data import teacher_data
+
+    root = fake_fmnist(tmp_path / "fm")
+    names = get_dataset("fashion-mnist", root, "train").classes
+    chosen = [names[3], names[1]]  # a class subset, in the teacher's output order (not the data set's)
+    meta = {"arch": {"name": "mobilenet_v1_cifar", "num_classes": 2, "in_chans": 1, "width_mult": 0.25,
+                     "input_size": 28},
+            "data": {"dataset": "fashion-mnist", "classes": chosen, "mean": [0.25], "std": [0.5]}}
+    for split in ("train", "val", "test"):
+        data = teacher_data(meta, split, root)
+        assert data.classes == chosen and data.mean == (0.25,) and data.std == (0.5,)
+        raw = get_dataset("fashion-mnist", root, split)
+        # output 0 is the data set's class 3: same images, relabelled 0
+        assert torch.equal(data.images[data.labels == 0], raw.images[raw.labels == 3])
+    # without a record: the named data set, its own classes and statistics
+    plain = teacher_data(None, "val", root, dataset="fashion-mnist")
+    assert plain.classes == names and plain.mean != (0.25,)
+
+
+def test_teacher_data_mismatches_are_one_line(tmp_path: Path, fake_fmnist: Any) -> None:
+    from amc_mobile.data import teacher_data
+
+    root = fake_fmnist(tmp_path / "fm")
+    arch = {"name": "mobilenet_v1_cifar", "num_classes": 10, "in_chans": 1, "width_mult": 0.25, "input_size": 28}
+    with pytest.raises(UserError, match="pass --dataset"):
+        teacher_data({"arch": arch}, "val", root)
+    with pytest.raises(UserError, match="4 outputs but fashion-mnist \\(val\\) has 10 classes; pass --classes"):
+        teacher_data({"arch": {**arch, "num_classes": 4}, "data": {"dataset": "fashion-mnist"}}, "val", root)
+    with pytest.raises(UserError, match="expects in_chans 3 but fashion-mnist images have 1"):
+        teacher_data({"arch": {**arch, "in_chans": 3}, "data": {"dataset": "fashion-mnist"}}, "val", root)
+    with pytest.raises(UserError, match="classes \\['Unicorn'\\] are not in data set"):
+        teacher_data({"arch": {**arch, "num_classes": 1}, "data": {"dataset": "fashion-mnist", "classes": ["Unicorn"]}},
+                     "val", root)

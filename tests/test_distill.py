@@ -78,3 +78,42 @@ def test_bad_lambda_is_a_user_error(tmp_path: Path) -> None:
     teacher, student = _models()
     with pytest.raises(UserError, match="lambda"):
         finetune(student, teacher, _toy(32, "train"), None, tmp_path, FinetuneConfig(lam=1.5), progress=False)
+
+
+def test_finetune_writes_metrics_every_epoch_and_refuses_a_silent_restart(tmp_path: Path) -> None:
+    cfg = FinetuneConfig(epochs=3, batch_size=32, augment=False)
+    train, val = _toy(96, "train"), _toy(64, "val")
+
+    def kill_after_second_epoch(msg: str) -> None:
+        if msg.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    teacher, student = _models()
+    with pytest.raises(KeyboardInterrupt):
+        finetune(student, teacher, train, val, tmp_path, cfg, progress=False, log=kill_after_second_epoch)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert not saved["done"] and saved["epochs_done"] == 2 and [h["epoch"] for h in saved["history"]] == [0, 1, 2]
+    teacher, student = _models()
+    with pytest.raises(UserError, match="already holds a fine-tuning run .*pass --resume"):
+        finetune(student, teacher, train, val, tmp_path, cfg, progress=False, log=lambda m: None)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == saved  # untouched
+    teacher, student = _models()
+    with pytest.raises(UserError, match="cannot resume .*config.lam 0.7 != 0.5"):
+        finetune(student, teacher, train, val, tmp_path, FinetuneConfig(epochs=3, batch_size=32, augment=False,
+                                                                         lam=0.5),
+                 resume=True, progress=False, log=lambda m: None)
+    teacher, student = _models()
+    done = finetune(student, teacher, train, val, tmp_path, cfg, resume=True, progress=False, log=lambda m: None)
+    assert done["done"] and done["epochs_done"] == 3
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"batch_size": 0}, "--batch-size must be a positive integer"),
+    ({"epochs": 0}, "--epochs must be a positive integer"),
+    ({"temperature": 0.0}, "--temperature must be positive"),
+    ({"lam": float("nan")}, "--lambda must be in"),
+    ({"max_train_images": -1}, "--max-train-images"),
+])
+def test_finetune_config_validates_itself(kwargs: dict, needle: str) -> None:
+    with pytest.raises(UserError, match=needle):
+        FinetuneConfig(**kwargs)

@@ -72,3 +72,47 @@ def test_policy_for_another_model_is_rejected(tmp_path, capsys: pytest.CaptureFi
                        "--out", str(tmp_path / "b.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and "policy is for model 'mobilenet_v1_cifar', not 'mobilenet_v2_cifar'" in err
+
+
+def _saved_policy(tmp_path) -> dict:  # noqa: ANN001
+    pol = tmp_path / "good.json"
+    assert run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--uniform", "0.5",
+                         "--out", str(tmp_path / "a.pt"), "--save-policy", str(pol)]) == 0
+    return json.loads(pol.read_text())
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"keep_ratios": "nan-first", "keep_channels": None}, "keep ratio nan is outside (0, 1]"),
+    ({"keep_ratios": "big-first", "keep_channels": None}, "keep ratio 1.5 is outside (0, 1]"),
+    ({"keep_ratios": "text-first", "keep_channels": None}, "keep ratio 'half' is outside (0, 1]"),
+    ({"keep_channels": "nan-first"}, "keep_channels must be an integer, got nan"),
+    ({"keep_channels": "neg-first"}, "keep_channels must be >= 1, got -8"),
+    ({"keep_channels": "frac-first"}, "keep_channels must be an integer, got 7.5"),
+    ({"keep_channels": "big-first"}, "channels is above its full width"),
+    ({"full_widths": "text-first"}, "full_widths must be an integer"),
+    ({"group_names": "a string"}, "'group_names' must be a list of strings"),
+    ({"multiple": 0}, "'multiple' must be >= 1"),
+    ({"extra": [1]}, "'extra' must be a JSON object"),
+])
+def test_malformed_policy_json_is_one_line(edit: dict, message: str, tmp_path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    data = _saved_policy(tmp_path)
+    first = {"nan-first": float("nan"), "big-first": 1.5, "text-first": "half", "neg-first": -8, "frac-first": 7.5}
+    for key, value in edit.items():
+        if value is None:
+            data.pop(key)
+        elif isinstance(value, str) and value.endswith("-first"):
+            replacement = first[value]
+            if value == "big-first" and key == "keep_channels":
+                replacement = 10_000
+            data[key] = [replacement, *data[key][1:]]
+        else:
+            data[key] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))  # json writes NaN as the bare token NaN, as a hand edit might
+    capsys.readouterr()
+    rc = run_app(app, ["prune", "--model", "mobilenet_v1_cifar", "--width", "0.25", "--policy", str(bad),
+                       "--out", str(tmp_path / "b.pt")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and "\n" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "b.pt").exists()

@@ -87,7 +87,7 @@ def test_resume_with_other_batch_size_is_refused(tmp_path: Path) -> None:
 
     train_model(_model(), _toy(64, 0), None, tmp_path, TrainConfig(epochs=2, batch_size=32), progress=False,
                 log=lambda s: None, stop_after=1)
-    with pytest.raises(UserError, match="batch size 32"):
+    with pytest.raises(UserError, match="batch_size 32 != 16"):
         train_model(_model(), _toy(64, 0), None, tmp_path, TrainConfig(epochs=2, batch_size=16),
                     progress=False, log=lambda s: None, resume=True)
 
@@ -121,3 +121,121 @@ def test_batchnorm_folding_gives_the_same_predictions() -> None:
     folded = evaluate(model, loader, fold_bn=True)
     assert folded["top1"] == plain["top1"] and folded["loss"] == pytest.approx(plain["loss"], rel=1e-4)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model is untouched
+
+
+# --- one run per --out: no silent restart, strict resume, one writer, --init-from (issue 10) --------
+def _quiet(**kw):  # noqa: ANN003, ANN202
+    return {"progress": False, "log": lambda s: None, **kw}
+
+
+def test_rerun_without_resume_is_refused_and_keeps_the_run(tmp_path: Path) -> None:
+    from amc_mobile.errors import UserError
+
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    train_model(_model(), _toy(64, 0), None, tmp_path, cfg, **_quiet())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix in (".pt", ".json")}
+    with pytest.raises(UserError, match="already holds a training run .*--resume.*another --out"):
+        train_model(_model(), _toy(64, 0), None, tmp_path, cfg, **_quiet())
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix in (".pt", ".json")} == before
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ("model", "model.width_mult 0.25 != 0.5"),
+    ("classes", "data.classes"),
+    ("images", "data.train_images 64 != 48"),
+    ("lr", "config.lr 0.1 != 0.2"),
+    ("augment", "config.augment True != False"),
+])
+def test_resume_refuses_a_different_model_data_or_config(tmp_path: Path, change: str, field: str) -> None:
+    from amc_mobile.errors import UserError
+
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    train_model(_model(), _toy(64, 0), None, tmp_path, cfg, **_quiet(stop_after=1))
+    model, data = _model(), _toy(64, 0)
+    if change == "model":
+        model = create_model("mobilenet_v1_cifar", num_classes=2, in_chans=1, width_mult=0.5, input_size=8)
+    elif change == "classes":
+        data = Dataset("toy", "train", data.images, data.labels, ["night", "day"], (0.4,), (0.3,), "-")
+    elif change == "images":
+        data = _toy(48, 0)
+    elif change == "lr":
+        cfg = TrainConfig(epochs=2, batch_size=32, lr=0.2)
+    else:
+        cfg = TrainConfig(epochs=2, batch_size=32, augment=False)
+    with pytest.raises(UserError, match=f"cannot resume .*{field.replace('[', '.')}"):
+        train_model(model, data, None, tmp_path, cfg, **_quiet(resume=True))
+
+
+def test_resume_may_extend_the_epochs(tmp_path: Path) -> None:
+    train_model(_model(), _toy(64, 0), None, tmp_path, TrainConfig(epochs=1, batch_size=32), **_quiet())
+    logs: list[str] = []
+    metrics = train_model(_model(), _toy(64, 0), None, tmp_path, TrainConfig(epochs=2, batch_size=32),
+                          progress=False, log=logs.append, resume=True)
+    assert metrics["done"] and metrics["epochs_done"] == 2 and any("1 epoch(s) done" in s for s in logs)
+
+
+def test_a_second_training_into_the_same_out_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    import os
+
+    from amc_mobile.errors import UserError
+    from amc_mobile.storage import ExclusiveLock
+
+    with ExclusiveLock(tmp_path / "run.lock"):  # another training holds the directory
+        with pytest.raises(UserError, match=f"in use by another process \\(PID {os.getpid()}\\)"):
+            train_model(_model(), _toy(64, 0), None, tmp_path, TrainConfig(epochs=1, batch_size=32), **_quiet())
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_checkpoints_and_metrics_leave_no_temp_files(tmp_path: Path) -> None:
+    train_model(_model(), _toy(64, 0), None, tmp_path, TrainConfig(epochs=2, batch_size=32), **_quiet())
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
+        "final.pt", "last.pt", "metrics.json"]
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"batch_size": 0}, "--batch-size must be a positive integer"),
+    ({"epochs": 0}, "--epochs must be a positive integer"),
+    ({"lr": 0.0}, "--lr must be a number in \\(0, inf\\)"),
+    ({"lr": float("nan")}, "--lr must be a number"),
+    ({"label_smoothing": 1.0}, "--label-smoothing"),
+    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; valid optimizers: adamw, sgd"),
+])
+def test_train_config_validates_itself(kwargs: dict, needle: str) -> None:
+    from amc_mobile.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        TrainConfig(**kwargs)
+
+
+def test_init_from_copies_the_weights_and_resume_keeps_it(tmp_path: Path) -> None:
+    from amc_mobile.models.checkpoint import save_checkpoint
+    from amc_mobile.training.trainer import init_weights_from
+
+    torch.manual_seed(5)
+    source = _model()
+    ckpt = save_checkpoint(tmp_path / "teacher.pt", source)
+    target = _model()
+    init_weights_from(target, str(ckpt))
+    for (k, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    # a training run started from it records it; a resume without the option keeps it
+    cfg = TrainConfig(epochs=2, batch_size=32, init_from=str(ckpt))
+    first = train_model(_model(), _toy(64, 0), None, tmp_path / "run", cfg, **_quiet(stop_after=1))
+    assert first["config"]["init_from"] == str(ckpt)
+    resumed = train_model(_model(), _toy(64, 0), None, tmp_path / "run", TrainConfig(epochs=2, batch_size=32),
+                          **_quiet(resume=True))
+    assert resumed["done"] and resumed["config"]["init_from"] == str(ckpt)
+
+
+def test_init_from_another_architecture_is_one_line(tmp_path: Path) -> None:
+    from amc_mobile.errors import UserError
+    from amc_mobile.models.checkpoint import save_checkpoint
+    from amc_mobile.training.trainer import init_weights_from
+
+    wide = create_model("mobilenet_v1_cifar", num_classes=2, in_chans=1, width_mult=0.5, input_size=8)
+    ckpt = save_checkpoint(tmp_path / "wide.pt", wide)
+    with pytest.raises(UserError, match="different architecture .*width_mult 0.5 != 0.25"):
+        init_weights_from(_model(), str(ckpt))
+    other = create_model("mobilenet_v1_cifar", num_classes=3, in_chans=1, width_mult=0.25, input_size=8)
+    with pytest.raises(UserError, match="num_classes 3 != 2"):
+        init_weights_from(_model(), str(save_checkpoint(tmp_path / "three.pt", other)))

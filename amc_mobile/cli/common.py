@@ -7,48 +7,108 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 
 from amc_mobile.errors import UserError
 
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
+# commands whose re-run into the same --out is refused unless --resume is given
+RESUME_FLAG_COMMANDS = ("train", "finetune")
+
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("amc-mobile")
+    except Exception:  # noqa: BLE001 - not installed (source tree on sys.path): the package's own
+        from amc_mobile import __version__
+
+        return __version__
 
 
 def new_app(help_text: str) -> typer.Typer:
     app = typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
                       pretty_exceptions_enable=False, rich_markup_mode=None)
 
+    def _show_version(value: bool) -> None:
+        if value:
+            print(f"amc-mobile {_version()}")
+            raise typer.Exit(0)
+
     @app.callback()
-    def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    def _root(
+        debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+        version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                     help="Print the version and exit."),
+    ) -> None:
         """Global options."""
 
     return app
 
 
-def run_app(app: typer.Typer, argv: Sequence[str] | None = None) -> int:
-    """Run a typer app; map user errors to one stderr line and an exit code of 2."""
+def _out_dir(args: Sequence[str]) -> str | None:
+    """The ``--out``/``-o`` (or ``--resume DIR``) value on the command line, for the interrupt message."""
+    for i, arg in enumerate(args):
+        for flag in ("--out", "-o", "--resume"):
+            if arg == flag and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                return args[i + 1]
+            if arg.startswith(flag + "=") and flag.startswith("--"):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def _usage_line(exc: typer.TyperException, prog: str) -> str:
+    """One line for a usage error: the message and where help is (typer's own text is several lines)."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or prog
+    return f"error: {message} (see '{path} --help')"
+
+
+def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run a typer app: user and usage errors are one stderr line with exit code 2, Ctrl-C exits 130.
+
+    Exit codes: 0 success (also help), 1 a command's own failure, 2 bad input, 130 interrupted.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or "amc-mobile"
     debug = "--debug" in args
+    if not [a for a in args if a != "--debug"]:
+        args = [*args, "--help"]  # no command: the help text, exit 0
     try:
-        result = app(args=args, standalone_mode=False, prog_name=None)
+        result = app(args=args, standalone_mode=False, prog_name=prog)
+        if result == INTERRUPTED:  # typer turns Ctrl-C inside a command into a return value of 130
+            raise KeyboardInterrupt
         return int(result) if isinstance(result, int) else 0
     except UserError as exc:
         if debug:
             traceback.print_exc()
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        err_console.print("interrupted; finished work is saved (re-run the same command to resume)",
-                          markup=False)
-        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        out = _out_dir(args)
+        where = f" in {out}" if out else ""
+        command = next((a for a in args if not a.startswith("-")), "")
+        how = ("re-run the same command with --resume to continue" if command in RESUME_FLAG_COMMANDS
+               else "re-run the same command to continue")
+        err_console.print(f"interrupted: every finished step is saved{where}; {how}", markup=False,
+                          highlight=False, soft_wrap=True)
+        return INTERRUPTED
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group called without a command: its help
+            print(exc.format_message())
+            return 0
+        if debug:
+            traceback.print_exc()
+        err_console.print(_usage_line(exc, prog), markup=False, highlight=False, soft_wrap=True)
+        return 2 if exc.exit_code in (0, 1, 2) else exc.exit_code
     except FileNotFoundError as exc:
         if debug:
             traceback.print_exc()
@@ -61,12 +121,12 @@ def model_from_args(model: str | None, checkpoint: str | None, width: float = 1.
                     num_classes: int | None = None) -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, checkpoint metadata) from ``--model NAME [...]`` or ``--checkpoint FILE``.
 
-    ``resolution`` overrides the input size the model records (``input_size``/``arch_kwargs``), so
+    ``resolution`` overrides the input size the model records (``input_size``/``arch_spec``), so
     description, export and latency tables all use it. Typed ``Any``: the model carries those attributes.
     """
     from amc_mobile.models import create_model
+    from amc_mobile.models.arch import get_arch, set_arch
     from amc_mobile.models.checkpoint import load_checkpoint
-    from amc_mobile.models.registry import arch_kwargs, set_arch_kwargs
 
     if (model is None) == (checkpoint is None):
         raise UserError("give exactly one of --model NAME or --checkpoint FILE|zoo:NAME")
@@ -74,10 +134,11 @@ def model_from_args(model: str | None, checkpoint: str | None, width: float = 1.
     meta: dict[str, Any] = {}
     if checkpoint is not None:
         net, meta = load_checkpoint(checkpoint)
-        kwargs = arch_kwargs(net)
-        if resolution is not None and kwargs is not None:
-            set_arch_kwargs(net, {**kwargs, "input_size": int(resolution)})
+        spec = get_arch(net)
+        if resolution is not None and spec is not None:
+            set_arch(net, spec.replace(input_size=int(resolution)))
     else:
+        assert model is not None  # exactly one of the two, checked above
         net = create_model(model, num_classes=num_classes, in_chans=in_chans, width_mult=width,
                            input_size=resolution)
     return net.eval(), meta

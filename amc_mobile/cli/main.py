@@ -13,7 +13,7 @@ for module in (model_cmds, train_cmds, prune_cmds, search_cmds):
 
 
 def main() -> None:
-    sys.exit(run_app(app))
+    sys.exit(run_app(app, prog="amc-mobile"))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -37,24 +38,36 @@ def info(
     num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
     in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
     groups: bool = typer.Option(False, "--groups", help="List the prunable channel groups."),
+    removable: bool = typer.Option(False, "--removable", help="List the units DDC's block removal may drop "
+                                   "(found from the graph: shape-preserving blocks/layers of the trunk)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (keys: macs, params, layers)."),
 ) -> None:
     """Layers, MACs (conv+linear multiply-accumulates) and parameters of a model."""
     from amc_mobile.models import describe_model
-    from amc_mobile.models.registry import arch_kwargs
+    from amc_mobile.models.arch import get_arch
 
     net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
     desc = describe_model(net)
-    name = (arch_kwargs(net) or {}).get("name", model)
+    spec = get_arch(net)
+    name = spec.name if spec is not None else model
     group_rows = None
     if groups:
         from amc_mobile.pruning.groups import find_groups
 
         group_rows = [{"name": g.name, "width": g.width} for g in find_groups(net, desc.input_size)]
+    unit_rows: list[dict[str, Any]] | None = None
+    if removable:
+        from amc_mobile.search.ddc.units import removable_units
+
+        unit_rows = [{"name": u.name, "kind": u.kind, "channels": u.out_channels, "input_hw": list(u.input_hw),
+                      "skip": u.skip, "macs": u.macs, "params": u.params}
+                     for u in removable_units(net, desc.input_size)]
     if as_json:
         out = {"model": name, **desc.to_dict()}
         if group_rows is not None:
             out["groups"] = group_rows
+        if unit_rows is not None:
+            out["removable"] = unit_rows
         print(json.dumps(out, indent=2))
         return
     from rich.table import Table
@@ -72,3 +85,10 @@ def info(
         for i, g in enumerate(group_rows):
             gt.add_row(str(i), str(g["name"]), str(g["width"]))
         console.print(gt)
+    if unit_rows is not None:
+        ut = Table("#", "removable unit", "kind", "channels", "input", "shortcut", "MACs", "params")
+        for i, u in enumerate(unit_rows):
+            ut.add_row(str(i), str(u["name"]), str(u["kind"]), str(u["channels"]),
+                       f"{u['input_hw'][0]}x{u['input_hw'][1]}", "yes" if u["skip"] else "no", f"{u['macs']:,}",
+                       f"{u['params']:,}")
+        console.print(ut)

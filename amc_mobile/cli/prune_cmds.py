@@ -65,7 +65,7 @@ def prune(
     Prints MACs and params before and after, and the accuracy change when data are available.
     """
     from amc_mobile.errors import UserError
-    from amc_mobile.models import describe_model
+    from amc_mobile.models import describe_model, require_arch
     from amc_mobile.models.checkpoint import save_checkpoint
     from amc_mobile.pruning import (
         ChannelPruner,
@@ -84,7 +84,7 @@ def prune(
         raise UserError(f"--uniform {uniform} is outside (0, 1]")
     get_criterion(criterion)  # unknown name -> one line listing the valid ones
     net, meta = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
-    name = net.arch_kwargs["name"]
+    name = require_arch(net).name
     size = int(net.input_size)
     before = describe_model(net, size)
 
@@ -152,11 +152,14 @@ def export(
 ) -> None:
     """Export a checkpoint and check the exported model numerically against torch."""
     from amc_mobile.errors import UserError
+    from amc_mobile.models.arch import require_arch
     from amc_mobile.models.checkpoint import load_checkpoint
 
     net: Any = load_checkpoint(checkpoint)[0]
-    size = int(resolution or net.input_size)
-    in_chans = int(net.arch_kwargs["in_chans"])
+    size = int(net.input_size if resolution is None else resolution)
+    if size < 1:
+        raise UserError(f"--resolution must be a positive integer, got {size}")
+    in_chans = require_arch(net).in_chans
     shape = (1, in_chans, size, size)
     if fmt == "onnx":
         from amc_mobile.export.onnx import export_onnx

@@ -6,17 +6,18 @@ from amc_mobile.data.datasets import (
     Dataset,
     DatasetEntry,
     candidate_dirs,
-    checkpoint_dataset,
     get_dataset,
     get_entry,
     list_datasets,
     parse_classes,
     register_dataset,
     stratified_val_indices,
+    teacher_data,
 )
 from amc_mobile.data.loader import TensorLoader, random_crop_flip
 
 __all__ = [
-    "SPLITS", "Dataset", "DatasetEntry", "TensorLoader", "candidate_dirs", "checkpoint_dataset", "get_dataset", "get_entry",
+    "SPLITS", "Dataset", "DatasetEntry", "TensorLoader", "candidate_dirs", "get_dataset", "get_entry",
     "list_datasets", "parse_classes", "random_crop_flip", "register_dataset", "stratified_val_indices",
+    "teacher_data",
 ]

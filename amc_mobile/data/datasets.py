@@ -8,9 +8,10 @@ stratified ``val`` set; ``trainval`` = the whole official training set; ``test``
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -118,6 +119,24 @@ def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
     return dirs
 
 
+def check_raw(raw: RawData, where: str) -> None:
+    """Images and labels must pair up and labels must name a class; else one line (a mixed-up or cut
+    label file would otherwise train on shifted labels, or fail deep inside the loss)."""
+    pairs: list[tuple[str, torch.Tensor | None, torch.Tensor | None]] = [
+        ("training", raw.train_images, raw.train_labels)]
+    if raw.test_images is not None or raw.test_labels is not None:
+        pairs.append(("test", raw.test_images, raw.test_labels))
+    for split, images, labels in pairs:
+        if images is None or labels is None:
+            raise UserError(f"{where}: the {split} split has {'no images' if images is None else 'no labels'}")
+        if images.shape[0] != labels.numel():
+            raise UserError(f"{where}: {images.shape[0]} {split} images but {labels.numel()} labels; "
+                            "the image and label files do not belong together (re-download them)")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(raw.classes)):
+            raise UserError(f"{where}: {split} labels range {int(labels.min())}..{int(labels.max())} but the data "
+                            f"set has {len(raw.classes)} classes (corrupt label file?)")
+
+
 def load_raw(name: str, data_dir: str | Path | None = None) -> tuple[RawData, Path]:
     """Read the whole data set (cached per process), or raise a UserError saying where it looked."""
     entry = get_entry(name)
@@ -128,9 +147,11 @@ def load_raw(name: str, data_dir: str | Path | None = None) -> tuple[RawData, Pa
         key = (name, str(d.resolve()))
         if key not in _CACHE:
             try:
-                _CACHE[key] = entry.reader(d)
+                raw = entry.reader(d)
             except FileNotFoundError:
                 continue
+            check_raw(raw, f"data set '{name}' in {d}")
+            _CACHE[key] = raw
         return _CACHE[key], d
     where = ", ".join(str(d) for d in tried) or "(no directory)"
     raise UserError(f"data set '{name}' not found; looked in: {where}. To get it: {entry.how_to_get}")
@@ -232,18 +253,22 @@ def get_dataset(name: str, data_dir: str | Path | None = None, split: str = "tra
     return Dataset(name, split, images, labels, class_names, tuple(mean), tuple(std), str(found))
 
 
-def checkpoint_dataset(meta: dict, split: str, data_dir: str | Path | None = None, dataset: str | None = None,
-                       classes: str | Sequence[str] | None = None) -> Dataset:
-    """The split a checkpoint is evaluated on: its recorded data set and classes unless overridden.
+def teacher_data(meta: Mapping[str, Any] | None, split: str, data_dir: str | Path | None = None,
+                 dataset: str | None = None, classes: str | Sequence[str] | None = None) -> Dataset:
+    """The one way to open a trained model's data: ``split`` of its recorded data set, with its class
+    subset (in its output order) and the normalisation it was trained with.
 
-    ``meta`` is what ``load_checkpoint`` returns next to the model. The normalisation recorded at
-    training time always wins (the weights were trained on it). Used by eval, search and fine-tuning.
+    ``meta`` is what ``load_checkpoint`` returns next to the model (None: only ``dataset``).
+    ``dataset``/``classes`` override the record; the recorded classes and normalisation apply only
+    to the recorded data set. The recorded architecture must match the images (channels, size,
+    number of classes), else one line. Used by eval, pruning, search, fine-tuning and the benches.
     """
-    info = meta.get("data") or {}
+    info = dict((meta or {}).get("data") or {})
     name = dataset or info.get("dataset")
-    if name is None:
-        raise UserError("the checkpoint records no data set; pass --dataset")
-    if classes is None and info.get("dataset") == name and info.get("classes"):
+    if not name:
+        raise UserError("the checkpoint does not record its data set; pass --dataset NAME")
+    same = info.get("dataset") == name
+    if classes is None and same and info.get("classes"):
         all_classes = load_raw(name, data_dir)[0].classes
         if list(info["classes"]) != all_classes:
             missing = [c for c in info["classes"] if c not in all_classes]
@@ -251,7 +276,7 @@ def checkpoint_dataset(meta: dict, split: str, data_dir: str | Path | None = Non
                 raise UserError(f"the checkpoint's classes {missing} are not in data set '{name}'")
             classes = [str(all_classes.index(c)) for c in info["classes"]]
     data = get_dataset(name, data_dir, split, classes)
-    arch = meta.get("arch") or {}
+    arch = (meta or {}).get("arch") or {}
     for key, have in (("in_chans", data.in_chans), ("input_size", data.input_size)):
         if arch.get(key) is not None and arch[key] != have:
             raise UserError(f"the model expects {key} {arch[key]} but {name} images have {have}")
@@ -259,6 +284,6 @@ def checkpoint_dataset(meta: dict, split: str, data_dir: str | Path | None = Non
     if num_classes is not None and data.num_classes != num_classes:
         raise UserError(f"the model has {num_classes} outputs but {name} ({split}) has {data.num_classes} "
                         "classes; pass --classes to match")
-    if info.get("dataset") == name and info.get("mean") and info.get("std"):
+    if same and info.get("mean") and info.get("std"):
         data.mean, data.std = tuple(info["mean"]), tuple(info["std"])
     return data

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from amc_mobile.data.datasets import DatasetEntry, RawData, register_dataset
 from amc_mobile.data.idx import find_idx, read_idx
+from amc_mobile.errors import UserError
 
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                   "Bag", "Ankle boot"]
@@ -22,6 +23,10 @@ def read_fashion_mnist(root: Path) -> RawData:
         files[key] = path
     xtr, xte = read_idx(files["xtr"]).unsqueeze(1), read_idx(files["xte"]).unsqueeze(1)
     ytr, yte = read_idx(files["ytr"]).long(), read_idx(files["yte"]).long()
+    for images, labels, xk, yk in ((xtr, ytr, "xtr", "ytr"), (xte, yte, "xte", "yte")):
+        if images.shape[0] != labels.numel():
+            raise UserError(f"{files[yk]} holds {labels.numel()} labels but {files[xk].name} holds "
+                            f"{images.shape[0]} images; the files do not belong together (re-download them)")
     return RawData(xtr, ytr, xte, yte, list(FMNIST_CLASSES))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from amc_mobile.data.datasets import Dataset
+from amc_mobile.errors import UserError
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -36,6 +37,8 @@ class TensorLoader:
     def __init__(self, data: Dataset, batch_size: int = 256, shuffle: bool = False, augment: bool = False,
                  pad: int = 2, flip: bool = True, seed: int = 0, drop_last: bool = False,
                  channels_last: bool = True, cache: bool | None = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"--batch-size must be a positive integer, got {batch_size!r}")
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
