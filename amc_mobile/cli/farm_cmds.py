@@ -15,13 +15,20 @@ def farm(
     candidate: str = typer.Option(..., "--candidate", help="Candidate model, same forms as --baseline."),
     out: Path = typer.Option(Path("runs/farm"), "--out", help="Directory for farm-report.{md,json} and farm-speedup.png."),
     only: list[str] = typer.Option([], "--only", help="Measure only these farm devices (repeatable)."),
+    ray: str = typer.Option(None, "--ray", help="HEAD:PORT of a Ray cluster: run each device on the host that "
+                            "advertises it ('local': an embedded Ray on this machine). See 'Scale out'."),
 ) -> int:
     """Run baseline and candidate interleaved on every farm device in parallel; exit 1 when a device's
     speedup is below the threshold or a required device is unreachable."""
-    from android_harness.farm import load_farm, markdown_table, run_farm
+    from amc_mobile.farm import load_farm, markdown_table, run_farm
 
     spec = load_farm(farm_file)
-    results, paths = run_farm(spec, baseline, candidate, out, only=list(only) or None)
+    mapper = None
+    if ray is not None:
+        from amc_mobile.distributed.farm import ray_mapper
+
+        mapper = ray_mapper(ray)
+    results, paths = run_farm(spec, baseline, candidate, out, only=list(only) or None, mapper=mapper)
     console.print(markdown_table(results, spec, baseline, candidate), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {paths['markdown']}  {paths['json']}  {paths['png']}", markup=False, highlight=False,
                   soft_wrap=True)

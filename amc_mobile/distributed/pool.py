@@ -1,0 +1,82 @@
+"""Independent candidate evaluations on Ray workers: the ``map_fn`` the searches take.
+
+``map_fn(fn, items) -> [fn(item) for item in items]``, in order, with at most ``workers`` calls at
+a time, each in a Ray worker process with one torch thread. ``fn`` goes to the object store once
+(a search's evaluator holds the model and data). Results equal the serial ones as long as ``fn`` is
+a pure function of its item (it seeds itself from the item, never from a shared generator) — what
+the evaluators of the AMC, greedy and DDC searches guarantee.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from amc_mobile.distributed.cluster import LOCAL, ray_session
+from amc_mobile.errors import UserError
+
+T = TypeVar("T")
+R = TypeVar("R")
+MapFn = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+
+def serial_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """The serial ``map_fn`` (what ``--workers 1`` uses)."""
+    return [fn(x) for x in items]
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    from amc_mobile.threads import torch_threads
+
+    with torch_threads(1):
+        return fn(item)
+
+
+class RayMap:
+    """A ``map_fn`` over an open Ray session (see :func:`ray_pool`)."""
+
+    def __init__(self, ray: Any, workers: int) -> None:
+        self.ray = ray
+        self.workers = workers
+        self._remote = ray.remote(_call).options(num_cpus=1, max_retries=1)
+        self.calls = 0
+
+    def __call__(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        ray = self.ray
+        items = list(items)
+        if not items:
+            return []
+        fn_ref = ray.put(fn)
+        out: list[Any] = [None] * len(items)
+        pending: dict[Any, int] = {}
+        nxt = 0
+        while nxt < len(items) or pending:
+            while nxt < len(items) and len(pending) < self.workers:
+                pending[self._remote.remote(fn_ref, items[nxt])] = nxt
+                nxt += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    out[i] = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+                    if isinstance(cause, UserError):
+                        raise UserError(str(cause)) from None
+                    raise
+        self.calls += len(items)
+        return out
+
+
+@contextlib.contextmanager
+def ray_pool(workers: int, address: str = LOCAL) -> Iterator[MapFn]:
+    """A ``map_fn`` for ``workers`` parallel evaluations: serial for 1, else Ray (``local``: an
+    embedded Ray with ``workers`` CPUs on this machine; ``HOST:PORT``: the cluster's CPUs)."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if workers == 1 and address == LOCAL:
+        yield serial_map
+        return
+    with ray_session(address, num_cpus=workers) as ray:
+        yield RayMap(ray, workers)
