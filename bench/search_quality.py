@@ -1,145 +1,258 @@
-"""Search quality: uniform width vs FLOPs-only AMC vs latency-aware AMC, side by side in one run.
+"""Search quality over teachers, latency budgets and seeds: uniform vs greedy vs FLOPs-AMC vs latency-AMC.
 
-    python bench/search_quality.py --checkpoint zoo:mobilenet_v1-fmnist --device host-cpu \
-        --latency-budget 50% --episodes 400 --finetune-epochs 1 --out runs/bench_search
+    python bench/search_quality.py --teachers zoo:mobilenet_v1-fmnist,zoo:mobilenet_v2-fmnist \
+        --budgets 50,40,30 --seeds 3 --episodes 400 --device host-cpu --out runs/bench_search_quality
 
-1. latency-AMC: ``amc-mobile search --latency-budget 50%`` (budget on the device's latency table).
-2. FLOPs-AMC: the same agent with a MACs budget equal to the latency-AMC result's MACs.
-3. uniform: one keep ratio for every group, the widest meeting the same latency budget.
-Each candidate is then fine-tuned with the SAME short knowledge-distillation schedule, and the
-teacher and the three models are measured on the device in ONE interleaved run (ratios to a
-reference workload cancel machine drift). Re-running the command resumes unfinished searches and
-skips finished steps. Writes ``results.json`` and ``results.csv`` in ``--out`` and prints a table.
+For every (teacher, budget, seed):
+1. uniform: the widest single keep ratio meeting the latency budget (predicted by the device's table);
+2. greedy: NetAdapt-style, shrink the group losing the least accuracy per ms saved (``--method greedy``);
+3. latency-AMC: the DDPG search under the latency budget;
+4. FLOPs-AMC: the same agent under a MACs budget equal to latency-AMC's result (so the two are at equal
+   MACs and only latency-awareness differs).
+Every candidate is scored with BN re-estimation and picked on a second held-out slice (the search
+defaults); each final model gets the SAME knowledge-distillation fine-tune (``--finetune-epochs`` over
+``--finetune-images`` training images) and is scored on the TEST split; the teacher and the four
+models are then measured on the device in ONE interleaved run. Each finished (teacher, budget, seed)
+appends its four rows to ``rows.jsonl`` (atomic line appends under a lock); a rerun skips finished
+rows, and unfinished searches / fine-tunes resume from their own directories. Writes
+``results.json``, ``results.csv``, ``accuracy_vs_latency.png`` and prints a mean +- std table in
+Markdown (ready for bench/README). Timings of every step are printed as it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+METHODS = ("uniform", "greedy", "FLOPs-AMC", "latency-AMC")
+DIRS = {"uniform": "uniform", "greedy": "greedy", "FLOPs-AMC": "flops_amc", "latency-AMC": "latency_amc"}
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _search(name: str, out: Path, inputs: Any, cfg: Any) -> dict[str, Any]:
+def _search(d: Path, inputs: Any, cfg: Any, tag: str) -> Any:
+    """The finished search in ``d`` (run or resumed here); its summary as a plain dict."""
     from amc_mobile.search.runner import run_search
 
-    d = out / name
     if (d / "summary.json").exists():
-        _log(f"[{name}] done earlier: {d / 'summary.json'}")
         return json.loads((d / "summary.json").read_text())
-    resume = (d / "search_state.pt").exists()
     t0 = time.perf_counter()
-    summary = run_search(inputs, cfg, d, resume=resume, progress=True, log=lambda m: _log(f"[{name}] {m}"),
-                         command=f"bench/search_quality.py ({name})")
-    _log(f"[{name}] finished in {time.perf_counter() - t0:.0f} s")
-    return summary
+    run_search(inputs, cfg, d, resume=(d / "search_state.pt").exists(), progress=False,
+               log=lambda m: _log(f"  [{tag}] {m}"), command=f"bench/search_quality.py ({tag})")
+    _log(f"  [{tag}] search finished in {time.perf_counter() - t0:.0f} s")
+    return json.loads((d / "summary.json").read_text())
 
 
-def _finetune(name: str, out: Path, teacher_spec: str, epochs: int, max_images: int, seed: int) -> dict[str, Any]:
-    from amc_mobile.data import get_dataset
+def _finetune(d: Path, teacher_spec: str, epochs: int, images: int, seed: int, tag: str) -> dict[str, Any]:
+    from amc_mobile.data import teacher_data
     from amc_mobile.distill import FinetuneConfig, finetune
     from amc_mobile.models.checkpoint import load_checkpoint
 
-    d = out / name / "finetune"
-    if (d / "metrics.json").exists() and (d / "final.pt").exists():
-        return json.loads((d / "metrics.json").read_text())
-    student, meta = load_checkpoint(out / name / "pruned.pt")
+    ft = d / "finetune"
+    if (ft / "metrics.json").exists() and (ft / "final.pt").exists():
+        return dict(json.loads((ft / "metrics.json").read_text()))
+    t0 = time.perf_counter()
+    student, meta = load_checkpoint(d / "pruned.pt")
+    teacher, tmeta = load_checkpoint(teacher_spec)
+    cfg = FinetuneConfig(epochs=epochs, seed=seed, max_train_images=images)
+    out = finetune(student, teacher, teacher_data(tmeta, "train"), teacher_data(tmeta, "val"), ft, cfg,
+                   test_data=teacher_data(tmeta, "test"), resume=(ft / "last.pt").exists(), progress=False,
+                   log=lambda m: None)
+    _log(f"  [{tag}] KD fine-tune in {time.perf_counter() - t0:.0f} s: test top-1 "
+         f"{(out.get('test') or {}).get('top1', float('nan')):.2f}%")
+    return dict(out)
+
+
+_TABLES: dict[tuple[str, str], str] = {}
+
+
+def _table_for(device: str, teacher_spec: str) -> str:
+    """The latency table every method of this teacher uses: the store's table, validated (and adapted)
+    on the device ONCE per benchmark run, so all methods and seeds see the same budget."""
+    from amc_mobile.latency.store import open_table_for
+    from amc_mobile.models.checkpoint import load_checkpoint
+
+    key = (device, teacher_spec)
+    if key not in _TABLES:
+        teacher, _ = load_checkpoint(teacher_spec)
+        table, _ = open_table_for(device, teacher, None, teacher_spec, validate=True, adapt=True, build=False,
+                                  log=lambda m: _log(f"  [table] {m}"))
+        _TABLES[key] = str(table.path)
+    return _TABLES[key]
+
+
+def _done_keys(rows_path: Path) -> set[tuple[str, str, int, str]]:
+    if not rows_path.exists():
+        return set()
+    keys = set()
+    for line in rows_path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: that group is simply redone
+            continue
+        keys.add((r["teacher"], r["budget"], int(r["seed"]), r["method"]))
+    return keys
+
+
+def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: int, out: Path) -> list[dict[str, Any]]:
+    """Search, fine-tune and measure the four methods of one (teacher, budget, seed)."""
+    from amc_mobile.latency.measure import measure_on_device
+    from amc_mobile.models.arch import require_arch
+    from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.search.config import SearchConfig, SearchInputs
+
+    t_group = time.perf_counter()
+    name = teacher_spec.replace("zoo:", "").replace("/", "_")
+    g = out / name / f"budget{budget}" / f"seed{seed}"
+    lat = f"{budget}%"
+
+    def cfg() -> SearchConfig:
+        return SearchConfig(episodes=args.episodes, seed=seed, measure=False, val_size=args.val_size,
+                            bn_images=args.bn_images)
+
+    common = {"device": args.device, "latency_table": args.latency_table or _table_for(args.device, teacher_spec)}
+    summaries: dict[str, Any] = {}
+    summaries["uniform"] = _search(g / DIRS["uniform"], SearchInputs(teacher_spec, latency_budget=lat, method="uniform",
+                                                                     **common), cfg(), f"{name} {lat} s{seed} uniform")
+    summaries["greedy"] = _search(g / DIRS["greedy"], SearchInputs(teacher_spec, latency_budget=lat, method="greedy",
+                                                                   **common), cfg(), f"{name} {lat} s{seed} greedy")
+    summaries["latency-AMC"] = _search(g / DIRS["latency-AMC"], SearchInputs(teacher_spec, latency_budget=lat, **common),
+                                       cfg(), f"{name} {lat} s{seed} latency-AMC")
+    macs = summaries["latency-AMC"]["final"]["macs"]
+    summaries["FLOPs-AMC"] = _search(g / DIRS["FLOPs-AMC"], SearchInputs(teacher_spec, flops_budget=str(macs), **common),
+                                     cfg(), f"{name} {lat} s{seed} FLOPs-AMC")
+    ft = {m: _finetune(g / DIRS[m], teacher_spec, args.finetune_epochs, args.finetune_images, seed,
+                       f"{name} {lat} s{seed} {m}") for m in METHODS}
+    t0 = time.perf_counter()
     teacher, _ = load_checkpoint(teacher_spec)
-    info = meta["data"]
+    models = {"teacher": teacher, **{m: load_checkpoint(g / DIRS[m] / "finetune" / "final.pt")[0] for m in METHODS}}
+    measured = measure_on_device(args.device, models, require_arch(teacher).input_shape, g / ".measure")
+    _log(f"  [{name} {lat} s{seed}] teacher + 4 models measured interleaved in {time.perf_counter() - t0:.0f} s")
+    budget_ms = next(b["value"] for b in summaries["latency-AMC"]["budgets"] if b["kind"] == "latency")
+    pred_teacher = summaries["latency-AMC"]["teacher"]["predicted_latency_ms"]
+    t_ratio = measured["teacher"]["ratio_to_reference"]
+    rows = []
+    for m in METHODS:
+        s, f = summaries[m], summaries[m]["final"]
+        rel = measured[m]["ratio_to_reference"] / t_ratio
+        rows.append({
+            "teacher": teacher_spec, "budget": budget, "seed": seed, "method": m,
+            "val_top1_teacher_bn": f.get("val_top1_teacher_bn"), "val_top1_bn": f["val_top1"],
+            "select_top1_bn": f.get("select_top1"),
+            "val_top1_after_ft": ft[m]["history"][-1].get("val_top1") if ft[m].get("history") else None,
+            "test_top1_after_ft": (ft[m].get("test") or {}).get("top1"),
+            "teacher_val_top1": s["teacher"]["val_top1"], "macs": f["macs"], "params": f["params"],
+            "predicted_ms": f["predicted_latency_ms"], "measured_ms": measured[m]["median_ms"],
+            "teacher_measured_ms": measured["teacher"]["median_ms"], "measured_speedup": 1.0 / rel,
+            "measured_vs_budget": rel * pred_teacher / budget_ms,
+            "search_wall_s": float(s["search_wall_s"]) + float(s["setup_s"]), "episodes": s["episodes"],
+        })
+    _log(f"  [{name} {lat} s{seed}] group done in {time.perf_counter() - t_group:.0f} s")
+    return rows
 
-    def split(s: str) -> Any:
-        ds = get_dataset(info["dataset"], split=s)
-        ds.mean, ds.std = tuple(info["mean"]), tuple(info["std"])
-        return ds
 
-    cfg = FinetuneConfig(epochs=epochs, seed=seed, max_train_images=max_images)
-    return finetune(student, teacher, split("train"), split("val"), d, cfg, test_data=split("test"),
-                    resume=(d / "last.pt").exists(), progress=True, log=lambda m: _log(f"[{name} finetune] {m}"))
+def _mean_std(values: list[float]) -> str:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    cols = [("val top-1, teacher BN", "val_top1_teacher_bn"), ("val top-1, BN re-est.", "val_top1_bn"),
+            ("test top-1 after KD", "test_top1_after_ft"), ("measured speedup", "measured_speedup"),
+            ("measured / budget", "measured_vs_budget"), ("MACs (M)", "macs_m"), ("search wall (s)", "search_wall_s")]
+    lines = ["| teacher | budget | method | seeds | " + " | ".join(c for c, _ in cols) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["teacher"], r["budget"], r["method"]), []).append({**r, "macs_m": r["macs"] / 1e6})
+    order = {m: i for i, m in enumerate(METHODS)}
+    for (t, b, m), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -float(kv[0][1]), order[kv[0][2]])):
+        cells = []
+        for _, key in cols:
+            cells.append(_mean_std([r[key] for r in rs]))
+        lines.append(f"| {t.replace('zoo:', '')} | {b}% | {m} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teachers = sorted({r["teacher"] for r in rows})
+    fig, axes = plt.subplots(1, len(teachers), figsize=(6 * len(teachers), 4.5), squeeze=False)
+    markers = {"uniform": "s", "greedy": "^", "FLOPs-AMC": "D", "latency-AMC": "o"}
+    for ax, t in zip(axes[0], teachers, strict=True):
+        for m in METHODS:
+            rs = [r for r in rows if r["teacher"] == t and r["method"] == m and r["test_top1_after_ft"] is not None]
+            ax.scatter([r["measured_ms"] for r in rs], [r["test_top1_after_ft"] for r in rs], marker=markers[m],
+                       label=m, alpha=0.75)
+        ax.set_title(t.replace("zoo:", ""))
+        ax.set_xlabel("measured latency (ms), one point per method and seed")
+        ax.set_ylabel("test top-1 (%) after the same KD fine-tune")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default="zoo:mobilenet_v1-fmnist")
-    p.add_argument("--device", default="host-cpu")
-    p.add_argument("--latency-budget", default="50%")
-    p.add_argument("--latency-table", default=None, help="default: the device's table for the model")
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--teachers", default="zoo:mobilenet_v1-fmnist,zoo:mobilenet_v2-fmnist")
+    p.add_argument("--budgets", default="50,40,30", help="latency budgets in percent of the teacher")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--episodes", type=int, default=400)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--device", default="host-cpu")
+    p.add_argument("--latency-table", default=None, help="default: the device's table for each teacher")
     p.add_argument("--val-size", type=int, default=3000)
+    p.add_argument("--bn-images", type=int, default=1000)
     p.add_argument("--finetune-epochs", type=int, default=1)
-    p.add_argument("--finetune-images", type=int, default=0, help="0: the whole training split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/bench_search")
+    p.add_argument("--finetune-images", type=int, default=10000)
+    p.add_argument("--out", default="runs/bench_search_quality")
     args = p.parse_args()
 
-    from amc_mobile.models.checkpoint import load_checkpoint
-    from amc_mobile.search.runner import SearchConfig, SearchInputs, measure_on_device
+    import torch
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from amc_mobile.storage import append_line, atomic_write_json, atomic_write_text, ensure_dir, locked
 
-    def cfg() -> SearchConfig:
-        return SearchConfig(episodes=args.episodes, warmup=args.warmup, val_size=args.val_size, seed=args.seed,
-                            measure=False)
-
+    torch.set_num_threads(1)  # fair to every method, and the way the searches were timed
+    out = ensure_dir(args.out)
+    rows_path = out / "rows.jsonl"
     t_all = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
-    results["latency-AMC"] = _search("latency_amc", out, SearchInputs(args.checkpoint, args.device,
-                                     latency_budget=args.latency_budget, latency_table=args.latency_table), cfg())
-    macs = results["latency-AMC"]["final"]["macs"]
-    results["FLOPs-AMC"] = _search("flops_amc", out, SearchInputs(args.checkpoint, args.device,
-                                   flops_budget=str(macs), latency_table=args.latency_table), cfg())
-    results["uniform"] = _search("uniform", out, SearchInputs(args.checkpoint, args.device,
-                                 latency_budget=args.latency_budget, method="uniform",
-                                 latency_table=args.latency_table), cfg())
-    dirs = {"latency-AMC": "latency_amc", "FLOPs-AMC": "flops_amc", "uniform": "uniform"}
-    ft = {k: _finetune(v, out, args.checkpoint, args.finetune_epochs, args.finetune_images, args.seed)
-          for k, v in dirs.items()}
+    with locked(out / "bench", f"benchmark directory {out}"):
+        for teacher in [t for t in args.teachers.split(",") if t]:
+            for budget in [b.strip().rstrip("%") for b in args.budgets.split(",") if b.strip()]:
+                for seed in range(args.seeds):
+                    done = _done_keys(rows_path)
+                    if all((teacher, budget, seed, m) in done for m in METHODS):
+                        _log(f"[{teacher} {budget}% seed {seed}] done earlier")
+                        continue
+                    _log(f"[{teacher} {budget}% seed {seed}] ...")
+                    for r in run_group(args, teacher, budget, seed, out):
+                        if (teacher, budget, seed, r["method"]) not in done:
+                            append_line(rows_path, json.dumps(r))
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+        table = markdown_table(rows)
+        atomic_write_json(out / "results.json", {"args": vars(args), "rows": rows, "table_markdown": table,
+                                                 "wall_s_this_run": time.perf_counter() - t_all})
+        import pandas as pd
 
-    _log("measuring the teacher and the three models interleaved on the device ...")
-    teacher, _ = load_checkpoint(args.checkpoint)
-    models = {"teacher": teacher}
-    for k, v in dirs.items():
-        models[k] = load_checkpoint(out / v / "pruned.pt")[0]
-    size = teacher.arch_kwargs["input_size"]
-    measured = measure_on_device(args.device, models, (1, teacher.arch_kwargs["in_chans"], size, size),
-                                 out / ".measure")
-    t_meas = measured["teacher"]
-    budget_ms = next(b["value"] for b in results["latency-AMC"]["budgets"] if b["kind"] == "latency")
-    pred_teacher = results["latency-AMC"]["teacher"]["predicted_latency_ms"]
-    rows = []
-    for k, s in results.items():
-        m = measured[k]
-        rel = m["ratio_to_reference"] / t_meas["ratio_to_reference"]  # measured latency / teacher's
-        hist = ft[k]["history"]
-        rows.append({
-            "method": k, "val_top1_before_ft": s["final"]["val_top1"],
-            "val_top1_after_ft": hist[-1].get("val_top1"), "test_top1_after_ft": (ft[k].get("test") or {}).get("top1"),
-            "macs": s["final"]["macs"], "params": s["final"]["params"],
-            "predicted_ms": s["final"]["predicted_latency_ms"], "measured_ms": m["median_ms"],
-            "measured_speedup": 1.0 / rel, "measured_vs_budget": rel * pred_teacher / budget_ms,
-            "search_wall_s": s["search_wall_s"], "setup_s": s["setup_s"],
-            "episode_s": s["timing_s_per_episode"].get("episode_s"),
-        })
-    report = {"args": vars(args), "teacher": {"val_top1": results["latency-AMC"]["teacher"]["val_top1"],
-                                              "measured_ms": t_meas["median_ms"],
-                                              "predicted_ms": pred_teacher},
-              "budget_ms": budget_ms, "rows": rows, "measurement": measured,
-              "total_wall_s": time.perf_counter() - t_all}
-    (out / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
-    df.to_csv(out / "results.csv", index=False)
-    _log(f"teacher: val top-1 {report['teacher']['val_top1']:.2f}%, measured {t_meas['median_ms']:.3f} ms, "
-         f"predicted {pred_teacher:.3f} ms; budget {budget_ms:.3f} ms (predicted scale)")
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        _log(df.round(3).to_string(index=False))
+        atomic_write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))
+        plot(rows, out / "accuracy_vs_latency.png")
+    _log(table)
+    _log(f"\n{len(rows)} rows; plot {out / 'accuracy_vs_latency.png'}; this run {time.perf_counter() - t_all:.0f} s")
 
 
 if __name__ == "__main__":

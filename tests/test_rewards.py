@@ -35,7 +35,31 @@ def test_amc_rewards_match_the_poster() -> None:
     assert get_reward("err")(C) == pytest.approx(-err)
     assert get_reward("flops")(C) == pytest.approx(-err * math.log(5e6))
     assert get_reward("params")(C) == pytest.approx(-err * math.log(4e5))
-    assert get_reward("latency")(C) == pytest.approx(-err * math.log(800.0))  # latency in us
+    # latency relative to the teacher (unit-free): 0.8 ms of 2.0 ms
+    assert get_reward("latency")(C) == pytest.approx(-err * math.log(1 + 0.8 / 2.0))
+
+
+def test_latency_reward_does_not_depend_on_the_time_unit() -> None:
+    us = Candidate(0.85, 5e6, 4e5, 800.0, teacher_latency_ms=2000.0)  # the same model in microseconds
+    assert get_reward("latency")(us) == pytest.approx(get_reward("latency")(C))
+    faster = Candidate(0.85, 5e6, 4e5, 0.5, teacher_latency_ms=2.0)
+    assert get_reward("latency")(faster) > get_reward("latency")(C)
+
+
+@pytest.mark.parametrize("name", sorted(list_rewards()))
+def test_every_reward_declares_what_it_reads(name: str) -> None:
+    from amc_mobile.search.rewards import REWARD_INPUTS, reward_inputs
+
+    needs = reward_inputs(name)
+    assert "accuracy" in needs and needs <= set(REWARD_INPUTS)
+    # a field the reward does not declare cannot change its value
+    base = get_reward(name)(C)
+    for field, changed in (("latency", {"latency_ms": 0.3}), ("macs", {"macs": 1e6}), ("params", {"params": 1e5})):
+        if field not in needs:
+            import dataclasses
+
+            assert get_reward(name)(dataclasses.replace(C, **changed)) == pytest.approx(base), field
+    assert ("latency" in needs) == (name in ("latency", "ddc"))
 
 
 def test_accuracy_guaranteed_reward_prefers_cheaper_at_equal_error_and_better_at_equal_cost() -> None:

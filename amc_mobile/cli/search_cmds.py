@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import shlex
 import sys
+from dataclasses import fields
+from typing import Any, Optional, cast
 
 import typer
 
 from amc_mobile.cli.common import console
+from amc_mobile.search.outputs import SearchSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -19,86 +23,173 @@ def _command_line() -> str:
     return "amc-mobile " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def search(
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Teacher checkpoint file or zoo:NAME."),
-    device: str = typer.Option(None, "--device", "-d", help="Target device profile (its latency table is used)."),
-    latency_budget: str = typer.Option(None, "--latency-budget", help="e.g. 20ms, 1500us, or 50% of the teacher's "
-                                       "latency on the device (predicted from its table)."),
-    flops_budget: str = typer.Option(None, "--flops-budget", help="MACs budget, e.g. 50% or 5M."),
-    params_budget: str = typer.Option(None, "--params-budget", help="Parameter budget, e.g. 60% or 400k."),
-    episodes: int = typer.Option(None, "--episodes", "-n", help="Episodes in total, warm-up included [400]."),
-    warmup: int = typer.Option(None, "--warmup", help="Episodes of random actions before the agent learns "
-                               "[AMC's 100; a quarter of --episodes when that is below 400; 0 with "
-                               "--transfer-from]."),
-    classes: str = typer.Option(None, "--classes", help="Search for this class subset (DDC): names, indices of "
-                                "the teacher's outputs or a preset, e.g. 'Sandal,Sneaker,Ankle boot'; the "
-                                "teacher's classifier is cut to these rows."),
-    transfer_from: str = typer.Option(None, "--transfer-from", help="Start the agent (actor + critic) from the "
-                                      "finished search in this directory (DDC policy transfer)."),
-    init_sigma: float = typer.Option(None, "--init-sigma", help="Exploration noise after the warm-up, decaying "
-                                     "x0.95 per episode [0.5; 0.2 with --transfer-from]."),
-    out: str = typer.Option(None, "--out", "-o", help="Output directory (required unless --resume)."),
-    resume: str = typer.Option(None, "--resume", help="Continue the interrupted search in this directory."),
-    reward: str = typer.Option("err", "--reward", help="err | flops | params | latency | ddc."),
-    metric: str = typer.Option("top1", "--metric", help="Accuracy the reward sees: top1 | top5."),
-    val_size: int = typer.Option(3000, "--val-size", help="Held-out val images scoring each candidate."),
-    min_ratio: float = typer.Option(0.2, "--min-ratio", help="Smallest keep ratio of a group."),
-    method: str = typer.Option("amc", "--method", help="amc (DDPG search) | uniform (baseline: one ratio)."),
-    ddc_thresholds: str = typer.Option("0.9,0.3,0.6", "--ddc-thresholds", help="DDC A_th,T_th,C_th."),
-    latency_table: str = typer.Option(None, "--latency-table", help="Use this latency table file."),
-    dataset: str = typer.Option(None, "--dataset", help="Data set (default: the one in the checkpoint)."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Directory holding the data set."),
-    seed: int = typer.Option(0, "--seed", help="Seed of agent, calibration sample and val subset."),
-    measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure final model and teacher "
-                                 "on the device at the end."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-) -> None:
-    """Search per-group keep ratios under latency / MACs / params budgets (AMC, DDPG)."""
-    from amc_mobile.errors import UserError
-    from amc_mobile.search.runner import SearchConfig, SearchInputs, load_saved_settings, run_search
+def _option_params() -> list[inspect.Parameter]:
+    """One typer option per CLI field of SearchInputs and SearchConfig: flag, help and default come
+    from the dataclass (the single source); every option defaults to None = "not given"."""
+    from amc_mobile.search.config import SearchConfig, SearchInputs
 
+    params = []
+    for cls in (SearchInputs, SearchConfig):
+        defaults = cls.__dataclass_fields__
+        for f in fields(cls):
+            if not f.metadata.get("cli", True):
+                continue
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            default = defaults[f.name].default
+            base = str(f.type).split("|")[0].split("[")[0].strip()  # "int | None" -> int
+            kind: type = {"int": int, "float": float, "bool": bool, "tuple": tuple}.get(base, str)
+            decls = [flag] + ([f.metadata["short"]] if f.metadata.get("short") else [])
+            if kind is bool:
+                decls = [f"{flag}/--no-{flag[2:]}"]
+            if kind is tuple:  # DDC thresholds: "A,T,C"
+                kind = str
+                default = ",".join(f"{v:g}" for v in cast(tuple, default))
+            shown = "" if default in (None, "") else f" [default: {default}]"
+            params.append(inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],  # noqa: UP045 - typer reads it
+                default=typer.Option(None, *decls, help=f"{f.metadata['help']}{shown}", show_default=False)))
+    from amc_mobile.search.ddc.search import CLI_OPTIONS as DDC_OPTIONS  # DDC-only options (H6)
+
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],  # noqa: UP045
+                                 default=typer.Option(None, "--" + name.replace("_", "-"), help=text,
+                                                      show_default=False))
+               for name, (kind, text) in DDC_OPTIONS.items()]
+    params += [
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--out", "-o", help="Output directory (required unless --resume).")),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--resume", help="Continue the interrupted search in this "
+                                               "directory (only --episodes and --measure may change).")),
+        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")),
+        inspect.Parameter("workers", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                          default=typer.Option(1, "--workers", help="Evaluate independent candidates (top-k "
+                                               "re-scoring, greedy steps, DDC's students) on this many Ray "
+                                               "workers; same seed, same result as 1 (serial).")),
+        inspect.Parameter("ray", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                          default=typer.Option(None, "--ray", help="HEAD:PORT of a Ray cluster for --workers "
+                                               "(default with --workers > 1: 'local', an embedded Ray here).")),
+    ]
+    return params
+
+
+def _parse_thresholds(text: str) -> tuple[float, ...]:
+    from amc_mobile.errors import UserError
+
+    try:
+        th = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        th = ()
+    if len(th) != 3:
+        raise UserError(f"--ddc-thresholds {text}: expected three numbers A,T,C like 0.9,0.3,0.6")
+    return th
+
+
+def search(**options: Any) -> None:
+    """Search per-group keep ratios under latency / MACs / params budgets (AMC, DDPG; greedy; uniform)."""
+    from amc_mobile.errors import UserError
+    from amc_mobile.search.config import RESUMABLE, SearchConfig, SearchInputs
+    from amc_mobile.search.runner import run_search
+    from amc_mobile.search.state import load_saved_settings
+
+    out, resume, progress = options.pop("out"), options.pop("resume"), options.pop("progress")
+    workers, ray = options.pop("workers"), options.pop("ray")
+    given = {k: v for k, v in options.items() if v is not None}
+    from amc_mobile.distributed.pool import ray_pool, serial_map
+    from amc_mobile.search.ddc.search import is_ddc_dir
+
+    if given.get("method") in ("ddc", "ddc+amc") or (resume and is_ddc_dir(resume)):
+        with ray_pool(workers, ray or "local") as map_fn:
+            return _search_ddc(given, out, resume, map_fn)
+    from amc_mobile.search.ddc.search import CLI_OPTIONS as DDC_OPTIONS
+
+    ddc_only = [k for k in given if k in DDC_OPTIONS]
+    if ddc_only:
+        raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in ddc_only)}: only for --method ddc|ddc+amc")
+    if given.get("ddc_thresholds") is not None:
+        given["ddc_thresholds"] = _parse_thresholds(given["ddc_thresholds"])
+    names_in = {f.name for f in fields(SearchInputs)}
     if resume:
         inputs, cfg = load_saved_settings(resume)
-        if episodes is not None:
-            cfg.episodes = episodes
+        other = sorted(set(given) - set(RESUMABLE))
+        if other:
+            raise UserError(f"--resume continues a search with its saved settings; only --episodes and --measure "
+                            f"may change (got {', '.join('--' + k.replace('_', '-') for k in other)})")
+        for k in RESUMABLE:
+            if k in given:
+                setattr(cfg, k, given[k])
         out_dir = resume
     else:
-        if checkpoint is None or out is None:
+        if not given.get("checkpoint") or out is None:
             raise UserError("give --checkpoint FILE|zoo:NAME and --out DIR (or --resume DIR)")
-        if method not in ("amc", "uniform"):
-            raise UserError(f"unknown method '{method}'; valid methods: amc, uniform")
-        try:
-            th = tuple(float(v) for v in ddc_thresholds.split(","))
-        except ValueError:
-            th = ()
-        if len(th) != 3:
-            raise UserError(f"--ddc-thresholds {ddc_thresholds}: expected three numbers A,T,C like 0.9,0.3,0.6")
-        if transfer_from and method != "amc":
-            raise UserError("--transfer-from needs --method amc (it starts the DDPG agent)")
-        inputs = SearchInputs(checkpoint, device, latency_budget, flops_budget, params_budget, latency_table,
-                              dataset, data_dir, method, classes, transfer_from)
-        n = 400 if episodes is None else episodes
-        if warmup is None:
-            warmup = 0 if transfer_from else min(100, n // 4)
-        if init_sigma is None:
-            init_sigma = 0.2 if transfer_from else 0.5
-        cfg = SearchConfig(episodes=n, warmup=warmup, reward=reward, metric=metric, val_size=val_size,
-                           min_ratio=min_ratio, ddc_thresholds=th, seed=seed, init_sigma=init_sigma)
+        inputs = SearchInputs(**{k: v for k, v in given.items() if k in names_in})
+        cfg = SearchConfig(**{k: v for k, v in given.items() if k not in names_in})
         out_dir = out
-    cfg.measure = measure
-    summary = run_search(inputs, cfg, out_dir, resume=bool(resume), progress=progress,
-                         log=lambda m: console.print(m, markup=False, highlight=False), command=_command_line())
-    f, t = summary["final"], summary["teacher"]
-    line = (f"best (episode {summary['best_episode']}): val top-1 {f['val_top1']:.2f}% (teacher {t['val_top1']:.2f}%), "
-            f"{f['macs'] / 1e6:.2f}M MACs, {f['params'] / 1e6:.3f}M params")
-    if f["predicted_latency_ms"] is not None:
-        line += f", predicted {f['predicted_latency_ms']:.3f} ms (teacher {t['predicted_latency_ms']:.3f} ms)"
-    if f["measured_latency_ms"] is not None:
-        line += (f", measured {f['measured_latency_ms']:.3f} ms vs teacher {t['measured_latency_ms']:.3f} ms "
-                 f"({summary['measured_speedup']:.2f}x)")
+    with ray_pool(workers, ray or "local") as map_fn:
+        summary = run_search(inputs, cfg, out_dir, resume=bool(resume), progress=progress,
+                             log=lambda m: console.print(m, markup=False, highlight=False), command=_command_line(),
+                             map_fn=None if map_fn is serial_map else map_fn)
+    assert isinstance(summary, SearchSummary)
+    f, t = summary.final, summary.teacher
+    line = (f"final (episode {summary.best_episode}): val top-1 {f.val_top1:.2f}% (teacher {t.val_top1:.2f}%), "
+            f"second slice {f.select_top1:.2f}%, {f.macs / 1e6:.2f}M MACs, {f.params / 1e6:.3f}M params")
+    if f.predicted_latency_ms is not None and t.predicted_latency_ms is not None:
+        line += f", predicted {f.predicted_latency_ms:.3f} ms (teacher {t.predicted_latency_ms:.3f} ms)"
+    if f.measured_latency_ms is not None and t.measured_latency_ms is not None:
+        line += (f", measured {f.measured_latency_ms:.3f} ms vs teacher {t.measured_latency_ms:.3f} ms "
+                 f"({summary.measured_speedup:.2f}x)")
     console.print(line, markup=False, highlight=False)
     console.print(f"outputs in {out_dir}: policy.json, pruned.pt, episodes.csv, summary.json, search.png",
                   markup=False, highlight=False)
+
+
+def _search_ddc(given: dict[str, Any], out: str | None, resume: str | None, map_fn: Any = None) -> None:
+    """``--method ddc|ddc+amc``: DDC's Bi-LSTM REINFORCE block removal (amc_mobile.search.ddc)."""
+    from amc_mobile.errors import UserError
+    from amc_mobile.search.ddc.search import ddc_settings, load_ddc_settings, run_ddc_search
+
+    if given.get("ddc_thresholds") is not None:
+        given["ddc_thresholds"] = _parse_thresholds(given["ddc_thresholds"])
+    if resume:
+        inputs, cfg = load_ddc_settings(resume)
+        other = sorted(set(given) - {"episodes", "measure"})
+        if other:
+            raise UserError(f"--resume continues a DDC search with its saved settings; only --episodes and --measure "
+                            f"may change (got {', '.join('--' + k.replace('_', '-') for k in other)})")
+        for k in ("episodes", "measure"):
+            if k in given:
+                setattr(cfg, k, given[k])
+        out = resume
+    elif not given.get("checkpoint") or out is None:
+        raise UserError("give --checkpoint FILE|zoo:NAME and --out DIR (or --resume DIR)")
+    else:
+        inputs, cfg = ddc_settings(given)
+    s = run_ddc_search(inputs, cfg, out, resume=bool(resume), command=_command_line(), map_fn=map_fn,
+                       log=lambda m: console.print(m, markup=False, highlight=False))
+    st, t = s["student"], s["teacher"]
+    line = (f"{inputs.method}: removed {', '.join(st['removed']) or 'nothing'}; val top-1 {st['val_top1']:.2f}% after "
+            f"the short KD pass (teacher {t['val_top1']:.2f}%), params {st['params'] / 1e6:.3f}M "
+            f"({100 * s['params_ratio']:.1f}% of the teacher)")
+    if st["predicted_latency_ms"] is not None:
+        line += f", predicted {st['predicted_latency_ms']:.3f} ms (teacher {t['predicted_latency_ms']:.3f} ms)"
+    if st["measured_latency_ms"] is not None:
+        line += f", measured {st['measured_latency_ms']:.3f} ms (teacher {t['measured_latency_ms']:.3f} ms)"
+    console.print(line, markup=False, highlight=False)
+    if s.get("amc") and not s["amc"].get("skipped"):
+        f = s["amc"].get("final") or {}
+        text = f"channel stage (AMC): final model {s['amc']['final_checkpoint']}"
+        if f.get("val_top1") is not None:
+            text += (f": val top-1 {f['val_top1']:.2f}% before fine-tuning, params {f['params'] / 1e6:.3f}M, "
+                     f"predicted {f['predicted_latency_ms']:.3f} ms (budget {s['amc']['budget_ms']:.3f} ms)")
+        if f.get("measured_latency_ms") is not None:
+            text += f", measured {f['measured_latency_ms']:.3f} ms"
+        console.print(text, markup=False, highlight=False)
+    console.print(f"outputs in {out}: student.pt, samples.csv, iterations.csv, summary.json, ddc.png",
+                  markup=False, highlight=False)
+
+
+search.__signature__ = inspect.Signature(_option_params())  # type: ignore[attr-defined]
+search.__annotations__ = {p.name: p.annotation for p in inspect.signature(search).parameters.values()}
 
 
 def finetune(
@@ -121,10 +212,11 @@ def finetune(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fine-tune a pruned model with knowledge distillation from its teacher (DDC)."""
-    from amc_mobile.data import get_dataset
+    from amc_mobile.data import Dataset, teacher_data
     from amc_mobile.distill import FinetuneConfig
     from amc_mobile.distill import finetune as run_finetune
     from amc_mobile.errors import UserError
+    from amc_mobile.models.arch import require_arch
     from amc_mobile.models.checkpoint import load_checkpoint
     from amc_mobile.search.subset import subset_teacher, teacher_classes
 
@@ -141,23 +233,18 @@ def finetune(
             raise UserError(f"{checkpoint} was searched/trained for classes {', '.join(student_classes)}, not "
                             f"{', '.join(names)} (same classes in the same order are needed)")
         meta = {**meta, "data": {**(meta.get("data") or tmeta["data"]), "classes": names}}
-    n_student = int(student.arch_kwargs["num_classes"])
-    if n_student != int(teacher_model.arch_kwargs["num_classes"]):
+    n_student, n_teacher = require_arch(student).num_classes, require_arch(teacher_model).num_classes
+    if n_student != n_teacher:
         raise UserError(f"the student has {n_student} outputs but the teacher has "
-                        f"{teacher_model.arch_kwargs['num_classes']}; pass --classes to cut the teacher to the "
+                        f"{n_teacher}; pass --classes to cut the teacher to the "
                         "student's classes")
     info = meta.get("data") or tmeta.get("data") or {}
     if not info.get("dataset"):
         raise UserError(f"{checkpoint} does not record its data set")
-    classes = info.get("classes")
+    data_meta = {**meta, "data": info}
 
-    def split(name: str):  # noqa: ANN202
-        d = get_dataset(info["dataset"], data_dir, split=name)
-        if classes and list(classes) != list(d.classes):
-            d = get_dataset(info["dataset"], data_dir, split=name, classes=list(classes))
-        if info.get("mean") and info.get("std"):
-            d.mean, d.std = tuple(info["mean"]), tuple(info["std"])
-        return d
+    def split(name: str) -> Dataset:
+        return teacher_data(data_meta, name, data_dir)
 
     cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, temperature=temperature, seed=seed,
                          max_train_images=max_train_images)

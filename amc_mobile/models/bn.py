@@ -1,4 +1,4 @@
-"""BatchNorm statistics for randomly initialised models (latency studies, tests, benchmarks)."""
+"""BatchNorm statistics: calibration of randomly initialised models, re-estimation of pruned ones."""
 
 from __future__ import annotations
 
@@ -12,11 +12,27 @@ def calibrate_bn(model: nn.Module, inputs: torch.Tensor | tuple[int, ...], seed:
     ``inputs`` is a batch of images (fed in chunks of 64, statistics averaged over them) or a shape,
     for one seeded random batch. Randomly initialised deep nets otherwise shrink activations layer
     by layer into float32 denormals, which many CPUs process 10-100x slower: timings of such models
-    are not those of trained ones. Returns ``model`` in eval mode.
+    are not those of trained ones. Returns ``model`` in eval mode (see :func:`reestimate_bn`).
     """
     if isinstance(inputs, tuple):
         inputs = torch.randn(*inputs, generator=torch.Generator().manual_seed(seed))
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    return reestimate_bn(model, inputs, batch_size=64)
+
+
+def reestimate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> nn.Module:
+    """Reset every BatchNorm's running statistics and re-estimate them on ``images`` (no gradient step).
+
+    EagleEye's "adaptive BN" (Li et al., ECCV 2020): a pruned network's activations no longer follow
+    the teacher's statistics, so its accuracy before fine-tuning mostly measures that mismatch.
+    Cumulative average (``momentum=None``) over batches of ``batch_size``; only the BN layers run in
+    train mode (dropout stays off). Returns ``model`` in eval mode; a model without BN is unchanged.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or images.shape[0] == 0:
+        return model.eval()
+    model.eval()
     saved = [m.momentum for m in bns]
     try:
         for m in bns:
@@ -24,7 +40,7 @@ def calibrate_bn(model: nn.Module, inputs: torch.Tensor | tuple[int, ...], seed:
             m.momentum = None  # cumulative average: the statistics of exactly these batches
             m.train()
         with torch.no_grad():
-            for chunk in inputs.split(64):
+            for chunk in images.split(batch_size):
                 model(chunk)
     finally:
         for m, mom in zip(bns, saved, strict=True):

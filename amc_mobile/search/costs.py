@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from amc_mobile.errors import UserError
 from amc_mobile.models.describe import ModelDescription
 from amc_mobile.search.env import CostModel, GroupInfo
 
@@ -67,25 +66,8 @@ def latency_cost(predictor: LatencyPredictor, desc: ModelDescription, groups: Se
 
 def load_latency_table(device: str, model: Any, input_size: int, checkpoint: str | None = None,
                        table_path: str | Path | None = None) -> Any:
-    """The latency table of ``model`` on ``device``; a missing table is one line naming the
-    ``amc-bench profile`` command that builds it."""
-    from amc_mobile.latency.lut import LatencyTable, default_table_path
-    from amc_mobile.latency.profiles import load_profile, table_dir
+    """Moved to :func:`amc_mobile.latency.store.load_latency_table` (no measuring); jobs that may
+    validate, adapt or build a table call :func:`amc_mobile.latency.store.open_table_for`."""
+    from amc_mobile.latency.store import load_latency_table as load
 
-    if table_path is not None:
-        return LatencyTable.load(table_path)
-    profile = load_profile(device)
-    arch = getattr(model, "arch_kwargs", None)
-    if not arch:
-        raise UserError("the model has no architecture record; pass --latency-table FILE")
-    path = default_table_path(table_dir(profile), arch, input_size)
-    if not path.exists():
-        source = f"--checkpoint {checkpoint}" if checkpoint else f"--model {arch['name']}"
-        raise UserError(f"no latency table for {arch['name']} (width {arch['width_mult']:g}, {input_size} px) on "
-                        f"device '{device}' ({path}); build it with: amc-bench profile --device {device} {source}")
-    table = LatencyTable.load(path)
-    if getattr(table, "incomplete", None):
-        raise UserError(f"latency table {path} is incomplete ({', '.join(table.incomplete)}); finish it with: "
-                        f"amc-bench profile --device {device} "
-                        f"{'--checkpoint ' + checkpoint if checkpoint else '--model ' + arch['name']}")
-    return table
+    return load(device, model, input_size, checkpoint, table_path)

@@ -5,7 +5,9 @@ Critic fc(s) + fc(a) -> ReLU -> 300 -> ReLU -> 1.
 Adam (actor 1e-4, critic 1e-3), soft target updates tau = 0.01, discount 1, batch 64,
 replay of 100 x (number of layers) transitions. Exploration: uniform random actions for the warm-up
 episodes, then truncated-normal noise on [lbound, rbound] around the actor output with
-sigma = 0.5 * 0.95^(episode - warmup). Every transition of an episode carries the episode's FINAL
+sigma = max(sigma_floor, 0.5 * 0.95^(episode - warmup)). AMC has no floor: its noise is below 0.005
+about 90 episodes after the warm-up, so the rest of a 400-episode run re-evaluates nearly one policy;
+the floor keeps exploring (measurement in bench/README, "exploration"). Every transition of an episode carries the episode's FINAL
 reward; a moving-average baseline (alpha 0.5) of the sampled rewards is subtracted in the update.
 
 Everything random goes through the agent's own generators (numpy + torch), and ``state_dict``
@@ -39,6 +41,7 @@ class DDPGConfig:
     warmup: int = 100  # episodes of uniform random actions before learning
     init_sigma: float = 0.5  # truncated-normal noise: sigma = init_sigma * sigma_decay^(ep - warmup)
     sigma_decay: float = 0.95
+    sigma_floor: float = 0.0  # the noise never decays below this (AMC: 0)
     baseline_alpha: float = 0.5  # moving-average reward baseline
     lbound: float = 0.0  # action range of the noise / random actions
     rbound: float = 1.0
@@ -149,8 +152,9 @@ class DDPGAgent:
 
     # --- acting ------------------------------------------------------------------------------------
     def sigma(self, episode: int) -> float:
-        """Exploration noise for ``episode`` (0-based): init_sigma * decay^(episode - warmup)."""
-        return self.cfg.init_sigma * self.cfg.sigma_decay ** max(0, episode - self.cfg.warmup)
+        """Exploration noise for ``episode`` (0-based): max(floor, init_sigma * decay^(episode - warmup))."""
+        decayed = self.cfg.init_sigma * self.cfg.sigma_decay ** max(0, episode - self.cfg.warmup)
+        return max(self.cfg.sigma_floor, decayed)
 
     def act(self, state: np.ndarray, episode: int, explore: bool = True) -> float:
         """Random during warm-up; else the actor's output, perturbed by truncated-normal noise."""
@@ -167,7 +171,8 @@ class DDPGAgent:
     # --- learning ----------------------------------------------------------------------------------
     def observe_episode(self, transitions: list[tuple[np.ndarray, float, np.ndarray, bool]],
                         final_reward: float) -> None:
-        """Store every (s, a, s', done) of an episode with the episode's final reward."""
+        """Store every (s, a, s', done) of an episode with the episode's final reward; ``a`` is the
+        agent's RAW action (the action wall belongs to the environment, not to the policy)."""
         for s, a, s2, done in transitions:
             self.buffer.add(s, a, final_reward, s2, done)
 

@@ -15,7 +15,6 @@ params, LUT latency), so the cap is found by bisection over the group's channel 
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amc_mobile.errors import UserError
+from amc_mobile.pruning.policy import round_channels
 from amc_mobile.search.budgets import format_cost
 
 N_STATE_FEATURES = 11
@@ -64,14 +64,6 @@ class CostModel:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return value
-
-
-def round_channels(full: int, ratio: float, multiple: int = 8) -> int:
-    """AMC's rounding: max(1, round(c * a)) rounded UP to a multiple, never above ``full``."""
-    kept = max(1, int(round(full * float(ratio))))
-    if multiple > 1:
-        kept = int(math.ceil(kept / multiple) * multiple)
-    return max(1, min(full, kept))
 
 
 class ChannelSearchEnv:

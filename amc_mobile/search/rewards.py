@@ -3,7 +3,9 @@
 AMC (He et al., ECCV 2018; poster, papers/001):
   * resource-constrained:  R_err    = -Error
   * accuracy-guaranteed:   R_FLOPs  = -Error * log(FLOPs),  R_Param = -Error * log(#Params)
-    and, by the same construction on device latency, R_latency = -Error * log(latency).
+    and, by the same construction on device latency made unit-free,
+    R_latency = -Error * log(1 + T / T_teacher)  (T relative to the teacher on the same device, so
+    the trade-off does not change with ms vs us; the +1 keeps the log positive at any speed-up).
 DDC (Pahwa et al., papers/004, eq. 3-6): R = R1(A) * R2(T) * R3(C) with shifted sigmoids
   R1(A) = 1 - 1 / (1 + exp(15 (A / A_teacher - A_th)))   (eq. 3)
   R2(T) = 1 / (1 + exp(15 (T / T_teacher - T_th)))       (eq. 4)
@@ -12,8 +14,11 @@ DDC (Pahwa et al., papers/004, eq. 3-6): R = R1(A) * R2(T) * R3(C) with shifted 
 where T is the latency on the target device and C the parameter count.
 
 Conventions: ``accuracy`` and ``Error = 1 - accuracy`` are fractions in [0, 1]; FLOPs are MACs of
-conv + linear layers; ``log`` is the natural log of the cost in base units (MACs, parameters, and
-latency in MICROseconds, so that log(cost) > 0 for any real model and the reward keeps its sign).
+conv + linear layers; ``log`` is the natural log (of MACs and parameter counts in base units, as AMC).
+
+Every reward DECLARES the candidate fields it reads (:func:`reward_inputs`: ``accuracy``,
+``latency``, ``macs``, ``params``); the search asks it instead of matching names, e.g. a reward that
+reads ``latency`` needs the device's latency table.
 """
 
 from __future__ import annotations
@@ -55,15 +60,31 @@ class DDCThresholds:
 
 
 RewardFn = Callable[[Candidate], float]
+REWARD_INPUTS = ("accuracy", "latency", "macs", "params")
 _REGISTRY: dict[str, tuple[RewardFn, str]] = {}
+_INPUTS: dict[str, frozenset[str]] = {}
 
 
-def register_reward(name: str, description: str) -> Callable[[RewardFn], RewardFn]:
+def register_reward(name: str, description: str,
+                    inputs: tuple[str, ...] = ("accuracy",)) -> Callable[[RewardFn], RewardFn]:
+    """Register ``fn`` as reward ``name``; ``inputs`` are the candidate fields it reads."""
+    bad = set(inputs) - set(REWARD_INPUTS)
+    if bad:
+        raise ValueError(f"unknown reward inputs {sorted(bad)}; valid: {', '.join(REWARD_INPUTS)}")
+
     def deco(fn: RewardFn) -> RewardFn:
         _REGISTRY[name] = (fn, description)
+        _INPUTS[name] = frozenset(inputs)
         return fn
 
     return deco
+
+
+def reward_inputs(name: str) -> frozenset[str]:
+    """What reward ``name`` reads (a subset of ``REWARD_INPUTS``)."""
+    if name not in _REGISTRY:
+        raise unknown_name("reward", name, _REGISTRY)
+    return _INPUTS[name]
 
 
 def list_rewards() -> dict[str, str]:
@@ -89,24 +110,27 @@ def _positive_log(value: float, what: str) -> float:
 
 # --- AMC (papers/001, "Reward Functions") --------------------------------------------------------
 
-@register_reward("err", "AMC resource-constrained: R_err = -Error")
+@register_reward("err", "AMC resource-constrained: R_err = -Error", ("accuracy",))
 def r_err(c: Candidate) -> float:
     return -c.error
 
 
-@register_reward("flops", "AMC accuracy-guaranteed: R_FLOPs = -Error * log(MACs)")
+@register_reward("flops", "AMC accuracy-guaranteed: R_FLOPs = -Error * log(MACs)", ("accuracy", "macs"))
 def r_flops(c: Candidate) -> float:
     return -c.error * _positive_log(c.macs, "MACs")
 
 
-@register_reward("params", "AMC accuracy-guaranteed: R_Param = -Error * log(#params)")
+@register_reward("params", "AMC accuracy-guaranteed: R_Param = -Error * log(#params)", ("accuracy", "params"))
 def r_params(c: Candidate) -> float:
     return -c.error * _positive_log(c.params, "params")
 
 
-@register_reward("latency", "R_latency = -Error * log(latency in us) (AMC's form on device latency)")
+@register_reward("latency", "R_latency = -Error * log(1 + T/T_teacher) (AMC's R_FLOPs form on device latency, "
+                            "unit-free)", ("accuracy", "latency"))
 def r_latency(c: Candidate) -> float:
-    return -c.error * _positive_log(c.latency_ms * 1000.0, "latency (us)")
+    if not c.teacher_latency_ms > 0:
+        raise UserError(f"the latency reward needs the teacher's latency, got {c.teacher_latency_ms}")
+    return -c.error * math.log1p(c.latency_ms / c.teacher_latency_ms)
 
 
 # --- DDC (papers/004, eq. 3-6) ----------------------------------------------------------------------
@@ -142,4 +166,5 @@ def r_ddc(c: Candidate, th: DDCThresholds | None = None) -> float:
             * ddc_r3(c.params, c.teacher_params, th.params))
 
 
-_REGISTRY["ddc"] = (r_ddc, "DDC eq. 6: R1(A) * R2(T) * R3(C), thresholds --ddc-thresholds A,T,C")
+register_reward("ddc", "DDC eq. 6: R1(A) * R2(T) * R3(C), thresholds --ddc-thresholds A,T,C",
+                ("accuracy", "latency", "params"))(r_ddc)

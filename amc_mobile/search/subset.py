@@ -16,19 +16,19 @@ import torch
 from torch import nn
 
 from amc_mobile.errors import UserError
+from amc_mobile.models.arch import get_arch, set_arch
 from amc_mobile.models.checkpoint import replace_module
-from amc_mobile.models.registry import arch_kwargs, set_arch_kwargs
 
 
 def final_linear_name(model: nn.Module) -> str:
     """Module path of the layer producing the logits: the last layer of the model description."""
     from amc_mobile.models import describe_model
 
-    arch = getattr(model, "arch_kwargs", None) or {}
-    desc = describe_model(model, int(arch.get("input_size") or getattr(model, "input_size", 224)))
+    arch = get_arch(model)
+    desc = describe_model(model, arch.input_size if arch else int(getattr(model, "input_size", 224)))
     last = desc.layers[-1] if desc.layers else None
     if last is None or last.type != "linear":
-        raise UserError(f"model '{arch.get('name', '?')}' does not end in a linear classifier; "
+        raise UserError(f"model '{arch.name if arch else type(model).__name__}' does not end in a linear classifier; "
                         "class subsets need one")
     return last.name
 
@@ -37,7 +37,7 @@ def restrict_classes(model: nn.Module, class_indices: Sequence[int]) -> nn.Modul
     """A copy of ``model`` whose classifier keeps only the rows ``class_indices`` (in that order).
 
     Output column j of the copy equals output column ``class_indices[j]`` of ``model``;
-    ``arch_kwargs["num_classes"]`` becomes k so the checkpoint reloads at k outputs.
+    its ``ArchSpec.num_classes`` becomes k so the checkpoint reloads at k outputs.
     """
     name = final_linear_name(model)
     old = model.get_submodule(name)
@@ -54,9 +54,9 @@ def restrict_classes(model: nn.Module, class_indices: Sequence[int]) -> nn.Modul
             new.bias.copy_(old.bias[rows])
     new.to(old.weight.device, old.weight.dtype)
     replace_module(out, name, new)
-    kwargs = arch_kwargs(model)
-    if kwargs is not None:
-        set_arch_kwargs(out, {**kwargs, "num_classes": len(idx)})
+    spec = get_arch(model)
+    if spec is not None:
+        set_arch(out, spec.replace(num_classes=len(idx)))
     return out
 
 
@@ -82,7 +82,8 @@ def subset_teacher(teacher: nn.Module, meta: dict[str, Any], classes: str | Sequ
     from amc_mobile.data.datasets import get_entry, parse_classes
 
     names = teacher_classes(meta, data_dir)
-    n_out = int(getattr(teacher, "arch_kwargs", {}).get("num_classes") or len(names))
+    spec = get_arch(teacher)
+    n_out = spec.num_classes if spec is not None else len(names)
     if n_out != len(names):
         raise UserError(f"the teacher has {n_out} outputs but records {len(names)} classes")
     info = dict(meta.get("data") or {})
@@ -91,4 +92,7 @@ def subset_teacher(teacher: nn.Module, meta: dict[str, Any], classes: str | Sequ
     if idx is None:
         raise UserError("--classes is empty")
     chosen = [names[i] for i in idx]
-    return restrict_classes(teacher, idx), {**meta, "data": {**info, "classes": chosen}}, chosen
+    new_meta = {**meta, "data": {**info, "classes": chosen}}
+    if isinstance(meta.get("arch"), dict):  # the meta describes the cut model (teacher_data checks it)
+        new_meta["arch"] = {**meta["arch"], "num_classes": len(idx)}
+    return restrict_classes(teacher, idx), new_meta, chosen
