@@ -4,10 +4,11 @@ fidelity on random pruned configs (same method as bench/lut_fidelity.py).
 Reports wall-clock minutes, CPU minutes of this process, rows measured vs the full grid of every
 multiple of 8 (interpolation is what makes the difference), and median |error| / share within +-10%.
 
-    python bench/lut_cost.py                      # ~10 min on a quiet 2-core machine
+    python bench/lut_cost.py --configs 10 --seed 2027    # table ~3-4 min + fidelity on a quiet 2-core machine
     python bench/lut_cost.py --points 4 --configs 10
 
-Target (issue 4): <= 10 min, <= 25% of the full grid, fidelity as in lut_fidelity.
+Target (issue 11): the full V2 224 px host-cpu table in <= 5 min on a quiet 2-core machine. Set
+AMC_ARTIFACT_CACHE to an empty folder to include the ONNX exports in the cost.
 """
 
 from __future__ import annotations

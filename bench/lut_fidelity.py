@@ -1,8 +1,8 @@
 """Latency-table fidelity: predicted vs measured whole-model latency on random pruned configs.
 
 For each device x model: build (or resume) the per-unit table, then measure 30 random pruned
-configurations (seed differs from the table's calibration configs) plus AMC's published MobileNet-V1
-configs, all interleaved with the reference workload, in two independent rounds. Reports, side by
+configurations (seed differs from the table's calibration configs), 3 models with removable blocks
+dropped (DDC) and AMC's published MobileNet-V1 configs, all interleaved with the reference workload, in two independent rounds. Reports, side by
 side: median |error| of the prediction, share within +-10%, and the noise floor (median |difference|
 between the two rounds' measurements of the same model). Errors are computed on ratios to the
 reference workload (drift-free); the ms-based error is reported too. Writes CSV/JSON and a scatter PNG.
@@ -21,7 +21,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,12 +29,13 @@ from statistics import median
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amc_mobile.latency.lut import LatencyTable, default_table_path, profile_table  # noqa: E402
+from amc_mobile.latency.adapt import measure_models  # noqa: E402
 from amc_mobile.latency.profiles import load_profile, table_dir  # noqa: E402
-from amc_mobile.latency.protocol import Protocol, ProtocolSettings  # noqa: E402
-from amc_mobile.models import create_model, describe_model  # noqa: E402
-from amc_mobile.models.bn import calibrate_bn  # noqa: E402
-from amc_mobile.pruning import ChannelPruner, find_groups, pruned_description, round_channels  # noqa: E402
+from amc_mobile.latency.profiling import ModelConfig, profile_table  # noqa: E402
+from amc_mobile.latency.table import LatencyTable, default_table_path  # noqa: E402
+from amc_mobile.models import create_model  # noqa: E402
+from amc_mobile.models.arch import require_arch  # noqa: E402
+from amc_mobile.pruning import find_groups, round_channels  # noqa: E402
 
 # AMC_NOTES.md: conv1 + 13 pointwise output channels (= the 14 prunable groups of mobilenet_v1).
 AMC_V1 = {
@@ -46,11 +46,17 @@ AMC_V1 = {
 }
 
 
-def configs_for(model_name: str, groups: list, n: int, seed: int) -> list[tuple[str, list[int]]]:
+def configs_for(model, groups: list, n: int, seed: int, size: int) -> list[ModelConfig]:
+    """``n`` random pruned configs, 3 with removable blocks dropped (DDC), AMC's published V1 configs."""
+    from amc_mobile.latency.profiling import model_configs
+
+    name = require_arch(model).name
     rng = random.Random(seed)
-    out = [(f"random-{i}", [round_channels(g.width, rng.uniform(0.2, 1.0)) for g in groups]) for i in range(n)]
-    if model_name == "mobilenet_v1":
-        out += list(AMC_V1.items())
+    out = [ModelConfig(f"random-{i}", tuple(round_channels(g.width, rng.uniform(0.2, 1.0)) for g in groups))
+           for i in range(n)]
+    out += [c for c in model_configs(model, size, uniform=(), n_random=0, n_removed=3, seed=seed)]
+    if name == "mobilenet_v1":
+        out += [ModelConfig(k, tuple(v)) for k, v in AMC_V1.items()]
     return out
 
 
@@ -62,8 +68,8 @@ def run_one(device: str, model_name: str, args: argparse.Namespace, log: list[st
         return {}
     model = create_model(model_name, input_size=args.resolution)
     size = args.resolution
-    table_path = (Path(args.tables_dir) / device / default_table_path(Path("."), model.arch_kwargs, size).name
-                  if args.tables_dir else default_table_path(table_dir(prof), model.arch_kwargs, size))
+    table_path = (Path(args.tables_dir) / device / default_table_path(Path("."), require_arch(model), size).name
+                  if args.tables_dir else default_table_path(table_dir(prof), require_arch(model), size))
     points = args.points if device != "host-tflite" else args.points_tflite
     t0 = time.perf_counter()
     summary = profile_table(prof, model, table_path, input_size=size, points=points)
@@ -71,54 +77,52 @@ def run_one(device: str, model_name: str, args: argparse.Namespace, log: list[st
           f"{summary['full_grid_points']} ({summary['new_rows']} measured now, {time.perf_counter() - t0:.0f} s)",
           flush=True)
     table = LatencyTable.load(table_path)
-    desc = describe_model(model, size)
     groups = find_groups(model, size)
-    pruner = ChannelPruner(model, size, reconstruct=False)
-    configs = configs_for(model_name, groups, args.configs, args.seed)
-    backend = prof.create_backend()
-    work = Path(getattr(args, "work_dir", None) or Path(tempfile.gettempdir()) / "amc-lut-fidelity") / device
-    arts, preds = [], []
-    for cid, keep in configs:
-        pdesc = pruned_description(desc, groups, keep)
-        preds.append((table.predict_ratio(pdesc), table.predict(pdesc), pdesc.macs))
-        net = calibrate_bn(pruner.prune(keep), (2, 3, size, size))
-        arts.append(backend.prepare(net, (prof.batch_size, 3, size, size), work / f"{model_name}-{cid}"))
-    print(f"[{device} {model_name}] {len(arts)} models exported; measuring {args.rounds} rounds", flush=True)
-    proto = Protocol(backend, ProtocolSettings.from_profile(prof, seed=7), work)
-    rounds = [proto.measure_many(arts) for _ in range(args.rounds)]
-    backend.close()
-    rows = []
-    for i, (cid, keep) in enumerate(configs):
-        ratios = [r[i].ratio for r in rounds]
-        ms = [r[i].median_ms for r in rounds]
-        meas_ratio, meas_ms = median(ratios), median(ms)
-        pr, pms, macs = preds[i]
-        rows.append({"device": device, "model": model_name, "config": cid, "macs": macs,
-                     "keep_channels": " ".join(map(str, keep)), "pred_ratio": pr, "meas_ratio": meas_ratio,
-                     "pred_ms": pms, "meas_ms": meas_ms, "err": pr / meas_ratio - 1, "err_ms": pms / meas_ms - 1,
-                     "noise": (ratios[0] / ratios[1] - 1) if len(ratios) > 1 else float("nan"),
-                     "meas_ratio_rounds": ratios, "meas_ms_rounds": ms})
-    errs = [abs(r["err"]) for r in rows]
-    noise = [abs(r["noise"]) for r in rows]
-    res = {"device": device, "model": model_name, "configs": len(rows),
-           "median_abs_err": median(errs), "within_10pct": sum(e <= 0.10 for e in errs) / len(errs),
-           "median_abs_err_ms": median(abs(r["err_ms"]) for r in rows),
-           "noise_floor_median_abs": median(noise), "noise_within_10pct": sum(x <= 0.10 for x in noise) / len(noise),
-           "table_grid_points": summary["grid_points"], "table_full_grid_points": summary["full_grid_points"],
-           "table_new_rows": summary["new_rows"], "table_build_seconds": summary["seconds"],
-           "table_build_cpu_seconds": summary.get("cpu_seconds"), "table_path": str(table_path),
-           "calibration": table.calibration, "ref_ms": table.ref_ms, "rows": rows}
-    amc = [r for r in rows if not r["config"].startswith("random")]
-    if amc:
-        res["amc_configs"] = {r["config"]: {"pred_ms": r["pred_ms"], "meas_ms": r["meas_ms"], "err": r["err"]}
-                              for r in amc}
+    configs = configs_for(model, groups, args.configs, args.seed, size)
+    print(f"[{device} {model_name}] measuring {len(configs)} models, {args.rounds} rounds", flush=True)
+    measured = measure_models(prof, model, size, configs, rounds=args.rounds, seed=7)
+    res = evaluate(table, measured, device, model_name)
+    res.update({"table_grid_points": summary["grid_points"], "table_full_grid_points": summary["full_grid_points"],
+                "table_new_rows": summary["new_rows"], "table_build_seconds": summary["seconds"],
+                "table_build_cpu_seconds": summary.get("cpu_seconds"), "table_path": str(table_path)})
     line = (f"[{device} {model_name}] median |err| {100 * res['median_abs_err']:.1f}%  within +-10% "
             f"{100 * res['within_10pct']:.0f}%  | noise floor (round-to-round) median {100 * res['noise_floor_median_abs']:.1f}%"
             f", within +-10% {100 * res['noise_within_10pct']:.0f}%  | ms-based median |err| "
-            f"{100 * res['median_abs_err_ms']:.1f}%  | raw unit sum median |err| on calib "
+            f"{100 * res['median_abs_err_ms']:.1f}%  | block-removed median |err| "
+            f"{100 * res['removed_median_abs_err']:.1f}%  | raw unit sum median |err| on calib "
             f"{100 * table.calibration.get('raw_sum_median_abs_err', float('nan')):.1f}%")
     print(line, flush=True)
     log.append(line)
+    return res
+
+
+def evaluate(table: LatencyTable, measured: list, device: str, model_name: str) -> dict:
+    """Errors of ``table`` on measured models: on drift-free ratios (the headline) and on ms."""
+    from amc_mobile.latency.adapt import errors
+
+    e = errors(table, measured)
+    rows = []
+    for m, er, ems in zip(measured, e["ratio"], e["ms"], strict=True):
+        rows.append({"device": device, "model": model_name, "config": m.config.config_id, "macs": m.desc.macs,
+                     "removed": " ".join(m.config.removed), "keep_channels": " ".join(map(str, m.config.keep)),
+                     "pred_ratio": table.model_ratio(m.desc), "meas_ratio": m.ratio,
+                     "pred_ms": table.predict(m.desc), "meas_ms": m.ms + m.overhead_ms, "err": er, "err_ms": ems,
+                     "noise": (m.rounds[0] / m.rounds[1] - 1) if len(m.rounds) > 1 else float("nan"),
+                     "meas_ratio_rounds": m.rounds})
+    errs = [abs(r["err"]) for r in rows]
+    noise = [abs(r["noise"]) for r in rows]
+    removed = [abs(r["err"]) for r in rows if r["removed"]]
+    res = {"device": device, "model": model_name, "configs": len(rows),
+           "median_abs_err": median(errs), "within_10pct": sum(x <= 0.10 for x in errs) / len(errs),
+           "median_abs_err_ms": median(abs(r["err_ms"]) for r in rows),
+           "within_10pct_ms": sum(abs(r["err_ms"]) <= 0.10 for r in rows) / len(rows),
+           "noise_floor_median_abs": median(noise), "noise_within_10pct": sum(x <= 0.10 for x in noise) / len(noise),
+           "removed_median_abs_err": median(removed) if removed else float("nan"),
+           "calibration": table.calibration, "ref_ms": table.ref_ms, "rows": rows}
+    amc = [r for r in rows if r["config"] in AMC_V1]
+    if amc:
+        res["amc_configs"] = {r["config"]: {"pred_ms": r["pred_ms"], "meas_ms": r["meas_ms"], "err": r["err"]}
+                              for r in amc}
     return res
 
 
@@ -132,12 +136,13 @@ def scatter(results: list[dict], path: Path) -> None:
     for ax, res in zip(axes[0], results, strict=False):
         xs = [r["meas_ratio"] * res["ref_ms"] for r in res["rows"]]
         ys = [r["pred_ratio"] * res["ref_ms"] for r in res["rows"]]
-        amc = [not r["config"].startswith("random") for r in res["rows"]]
-        ax.scatter([x for x, a in zip(xs, amc, strict=True) if not a], [y for y, a in zip(ys, amc, strict=True) if not a],
-                   s=14, label="random")
-        if any(amc):
-            ax.scatter([x for x, a in zip(xs, amc, strict=True) if a], [y for y, a in zip(ys, amc, strict=True) if a],
-                       s=30, marker="x", c="r", label="AMC published")
+        kinds = ["amc" if r["config"] in AMC_V1 else "removed" if r.get("removed") else "random" for r in res["rows"]]
+        for kind, style in (("random", {"s": 14}), ("removed", {"s": 26, "marker": "^", "c": "g"}),
+                            ("amc", {"s": 30, "marker": "x", "c": "r"})):
+            pts = [(x, y) for x, y, k in zip(xs, ys, kinds, strict=True) if k == kind]
+            if pts:
+                label = {"random": "random", "removed": "blocks removed", "amc": "AMC published"}[kind]
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
         lo, hi = 0.0, max(xs + ys) * 1.05
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.plot([lo, hi], [lo * 1.1, hi * 1.1], "k:", lw=0.6)
@@ -161,9 +166,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=5, help="grid values per channel axis (onnxruntime)")
     ap.add_argument("--points-tflite", type=int, default=3, help="grid values per axis on host-tflite")
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--tables-dir", default=None, help="table folder (default device_profiles/<device>/)")
+    ap.add_argument("--tables-dir", default=None, help="table folder (default: the user store, amc-bench profile's)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results" / "lut_fidelity"))
-    ap.add_argument("--work-dir", default=None, help="exported models (default: $TMPDIR/amc-lut-fidelity)")
     args = ap.parse_args()
     import torch
 

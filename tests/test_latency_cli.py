@@ -108,8 +108,6 @@ def test_predict_needs_a_table_and_names_the_command(quick, capsys) -> None:
 
 
 def test_predict_from_channels_with_a_table(tmp_path, quick, capsys) -> None:
-    import test_latency_lut  # noqa: F401  (registers the deterministic 'fake-test' backend)
-
     (quick / "fake.yaml").write_text("name: fake\nbackend: fake-test\nruns: 2\nrepeats: 2\nmin_window_ms: 0\n")
     out = tmp_path / "t.csv"
     assert _run(["profile", "--device", "fake", *TINY, "--points", "2", "--out", str(out)], capsys)[0] == 0

@@ -1,4 +1,4 @@
-"""``amc-bench devices | profile | predict | measure | compare``: latency on real runtimes."""
+"""``amc-bench devices | profile | validate | predict | measure | compare | clean``: latency on real runtimes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from amc_mobile.errors import UserError
 def register(app: typer.Typer) -> None:
     app.command("devices")(devices)
     app.command("profile")(profile)
+    app.command("validate")(validate)
+    app.command("clean")(clean)
     app.command("predict")(predict)
     app.command("measure")(measure)
     app.command("compare")(compare)
@@ -51,6 +53,34 @@ def devices() -> None:
     console.print("profile folders: " + ", ".join(str(d) for d in profile_dirs()))
 
 
+class _Bar:
+    """A progress callback ``(done, total)`` drawing one bar (amc_mobile.progress), created on first call;
+    rows found on disk do not count towards the rate and ETA."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+        self.start = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        from amc_mobile.progress import progress_bar
+
+        if self.bar is None or self.bar.total != total - self.start:
+            if self.bar is not None:
+                self.bar.close()
+            self.start = done
+            self.bar = progress_bar(total=total - done, desc=self.desc, unit="row")
+        self.bar.update(done - self.start - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def profile(
     device: str = typer.Option(..., "--device", "-d", help="Device profile name (see 'amc-bench devices')."),
     model: str = typer.Option(None, "--model", "-m", help="Registered model name."),
@@ -61,48 +91,115 @@ def profile(
     num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
     granularity: int = typer.Option(8, "--granularity", help="Channel step of the grid (AMC rounds to 8)."),
     points: int = typer.Option(5, "--points", help="Grid values per channel axis (interpolated between)."),
-    out: Path = typer.Option(None, "--out", "-o", help="CSV to write (default device_profiles/<device>/...)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Measure into this CSV (resumable). Default: make sure the "
+                             "device has a fitting table: a matching one is used, one measured elsewhere is "
+                             "adapted, else a table is profiled in the user store."),
+    reprofile: bool = typer.Option(False, "--reprofile", help="Measure a fresh table of this device in the user "
+                                   "store even when one exists (an interrupted one is resumed)."),
     repeats: int = typer.Option(None, "--repeats", help="Override the profile's repeats."),
     calibration: int = typer.Option(4, "--calibration", help="Random whole-model calibration configs measured "
-                                    "after the grid (plus 4 uniform widths); -1: no calibration."),
+                                    "after the grid (plus 4 uniform widths and 2 block-removed); -1: none."),
     max_rows: int = typer.Option(None, "--max-rows", hidden=True, help="Stop after this many new rows."),
+    ray: str = typer.Option(None, "--ray", help="HEAD:PORT of a Ray cluster: split the grid over every device of "
+                            "model --device its nodes advertise ('local': this machine only). See 'Scale out'."),
+    tolerance: float = typer.Option(0.15, "--tolerance", help="With --ray: largest relative spread between the "
+                                    "devices' reference latencies / calibration ratios before the profile fails."),
 ) -> None:
     """Measure each prunable unit in isolation over a (cin, cout) grid; resumable (re-run to continue)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from amc_mobile.latency.lut import default_table_path, profile_table
-    from amc_mobile.latency.profiles import table_dir
-
-    prof = _usable_profile(device)
+    prof = _usable_profile(device) if ray is None else None  # with --ray the phones are on the worker hosts
     net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
     size = int(net.input_size)
-    path = out or default_table_path(table_dir(prof), net.arch_kwargs, size)
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                  transient=False) as bar:
-        task = bar.add_task(f"{net.arch_kwargs['name']} on {device}", total=None)
-        state: dict[str, int] = {}
+    from amc_mobile.models.arch import require_arch
 
-        def progress(done: int, total: int) -> None:
-            if "start" not in state:  # rows found on disk do not count towards the ETA
-                state["start"] = done
-                bar.update(task, total=total - done, completed=0)
-            else:
-                bar.update(task, completed=done - state["start"])
+    bar = _Bar(f"{require_arch(net).name} on {device}")
+    try:
+        if ray is not None:
+            from amc_mobile.distributed.profile import profile_sharded
 
-        summary = profile_table(prof, net, path, input_size=size, granularity=granularity, points=points,
-                                max_rows=max_rows, settings_overrides={"repeats": repeats},
-                                calibration=None if calibration < 0 else calibration, progress=progress)
-    console.print(f"{summary['path']}: {summary['rows']}/{summary['grid_points']} grid points "
-                  f"({summary['new_rows']} measured now in {summary['seconds']:.0f} s); the full grid would be "
-                  f"{summary['full_grid_points']} points ({100 * summary['grid_points'] / summary['full_grid_points']:.1f}% measured)")
+            summary = profile_sharded(device, net, out, address=ray, input_size=size, granularity=granularity,
+                                      points=points, settings_overrides={"repeats": repeats},
+                                      calibration=None if calibration < 0 else calibration, tolerance=tolerance,
+                                      progress=bar)
+            bar.close()
+            _say(_sharded_line(summary))
+        elif out is None:
+            from amc_mobile.latency.store import ensure_table
+
+            opts = {"granularity": granularity, "points": points, "settings_overrides": {"repeats": repeats},
+                    "calibration": None if calibration < 0 else calibration}
+            _, report = ensure_table(device, net, size, checkpoint, reprofile=reprofile, log=_say, progress=bar,
+                                     profile_options=opts)
+            bar.close()
+            _say(f"{device}: using {report['table']} ({report['source']}"
+                 f"{', ' + ', '.join(report['actions']) if report['actions'] else ''})")
+            return
+        else:
+            from amc_mobile.latency.profiling import profile_table
+
+            prof = _usable_profile(device)
+            summary = profile_table(prof, net, out, input_size=size, granularity=granularity, points=points,
+                                    max_rows=max_rows, settings_overrides={"repeats": repeats},
+                                    calibration=None if calibration < 0 else calibration, progress=bar)
+    finally:
+        bar.close()
+    _say(f"{summary['path']}: {summary['rows']}/{summary['grid_points']} grid points "
+         f"({summary['new_rows']} measured now in {summary['seconds']:.0f} s); the full grid would be "
+         f"{summary['full_grid_points']} points ({100 * summary['grid_points'] / summary['full_grid_points']:.1f}% measured)")
+
+
+def _sharded_line(summary: dict[str, Any]) -> str:
+    """One line on which devices measured a sharded table, any lost, and how far they agree."""
+    devs = dict(summary["devices"])
+    lost = devs.pop("lost", {})
+    text = "devices: " + ", ".join(f"{k} {v['rows']} rows (reference {v['ref_ms']:.3f} ms)" for k, v in devs.items())
+    if lost:
+        text += "; lost: " + ", ".join(f"{k} ({v})" for k, v in lost.items())
+    spread = [f"{k} {100 * v:.1f}%" for k, v in summary["spread"].items() if v is not None]
+    return text + ("; spread: " + ", ".join(spread) if spread else "")
+
+
+def validate(
+    device: str = typer.Option(..., "--device", "-d", help="Device profile name."),
+    model: str = typer.Option(None, "--model", "-m", help="Registered model name."),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo:NAME (its architecture)."),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --model)."),
+    resolution: int = typer.Option(None, "--resolution", "-r", help="Input size in pixels (default: the model's)."),
+    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
+    table: Path = typer.Option(None, "--table", help="Latency table CSV (default: the one a search would use)."),
+    configs: int = typer.Option(10, "--configs", help="Fresh random configs measured (plus the unpruned model)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the configs (default: fresh each run)."),
+    plot: Path = typer.Option(None, "--plot", help="Predicted-vs-measured PNG (default: in the user store)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (errors as fractions)."),
+) -> None:
+    """Fidelity of the device's table on fresh random configs: median |error|, share within +-10%, noise floor."""
+    from amc_mobile.latency.store import validate_device_table
+
+    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    if configs < 1:
+        raise UserError(f"--configs must be >= 1, got {configs}")
+    rep = validate_device_table(device, net, int(net.input_size), checkpoint, table, configs=configs, seed=seed,
+                                plot=plot)
+    if as_json:
+        print(json.dumps(rep, indent=2, default=str))
+        return
+    if not rep["validated"]:
+        _say(f"{rep['table']}: unvalidated ({rep['reason']})")
+        return
+    _say(f"{rep['table']} on {device}: median |error| {100 * rep['median_abs_error']:.1f}%, "
+         f"{100 * rep['within_10pct']:.0f}% within +-10%, worst {100 * rep['worst_abs_error']:.1f}% over "
+         f"{rep['configs']} models; noise floor {100 * rep['noise_floor']:.1f}% (second round); plot {rep['plot']}")
+
+
+def clean(
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Empty the exported-model cache."),
+    scratch: bool = typer.Option(True, "--scratch/--no-scratch", help="Remove scratch exports of finished jobs."),
+) -> None:
+    """Free disk space: the artefact cache and scratch exports (never measured tables)."""
+    from amc_mobile.latency.store import clean_caches
+
+    res = clean_caches(cache=cache, scratch=scratch)
+    _say(f"removed {res['files']} files ({res['bytes'] / 1e6:.1f} MB) from {', '.join(res['dirs']) or 'nothing'}")
 
 
 def predict(
@@ -116,10 +213,13 @@ def predict(
     in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
     table: Path = typer.Option(None, "--table", help="Latency table CSV (default: the device's table for the model)."),
+    check: bool = typer.Option(False, "--validate", help="First validate the table on the device (measures the "
+                               "model and 4 configs) and adapt it when it misses 5%."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predicted latency (ms) of a model or of a pruning policy / channel list, from the device's table."""
-    from amc_mobile.search.costs import load_latency_table
+    from amc_mobile.latency.store import open_table_for
+    from amc_mobile.models.arch import require_arch
 
     pol = None
     if policy is not None:
@@ -131,7 +231,7 @@ def predict(
             resolution = resolution or pol.input_size or None
     net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
     size = int(net.input_size)
-    tab = load_latency_table(device, net, size, checkpoint, table)
+    tab, report = open_table_for(device, net, size, checkpoint, table, validate=check, adapt=check, build=False)
     from amc_mobile.models import describe_model
 
     desc = describe_model(net, size)
@@ -141,7 +241,7 @@ def predict(
 
         groups = find_groups(net, size)
         if pol is not None:
-            pol.validate(groups, net.arch_kwargs["name"])
+            pol.validate(groups, require_arch(net).name)
             keep = list(pol.keep_channels)
         else:
             try:
@@ -151,7 +251,11 @@ def predict(
         desc = pruned_description(desc, groups, keep)
     full_ms = tab.predict(describe_model(net, size))
     ms = tab.predict(desc)
-    out = {"device": device, "model": net.arch_kwargs["name"], "input_size": size, "predicted_ms": ms,
+    import sys
+
+    for line in report["messages"]:  # table warnings, after a prediction succeeded (an error stays one line)
+        print(line, file=sys.stderr)
+    out = {"device": device, "model": require_arch(net).name, "input_size": size, "predicted_ms": ms,
            "unpruned_predicted_ms": full_ms, "predicted_speedup": full_ms / ms, "macs": desc.macs,
            "table": tab.path}
     if as_json:
@@ -173,11 +277,13 @@ def _artifact_for(backend: Any, spec: str, work: Path) -> tuple[Path, str]:
                         "give the checkpoint instead and it is exported for the device")
     if p.suffix in (".onnx", ".tflite") and not p.exists():
         raise UserError(f"model file not found: {p}")
+    from amc_mobile.models.arch import require_arch
     from amc_mobile.models.checkpoint import load_checkpoint
 
     net: Any
     net, _ = load_checkpoint(spec)
-    shape = (backend.profile.batch_size, net.arch_kwargs["in_chans"], net.input_size, net.input_size)
+    arch = require_arch(net)
+    shape = (backend.profile.batch_size, arch.in_chans, arch.input_size, arch.input_size)
     stem = Path(spec.replace("zoo:", "zoo_")).stem
     return backend.prepare(net, shape, work / stem), spec
 

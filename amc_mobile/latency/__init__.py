@@ -2,7 +2,10 @@
 
 Interface (stable): :class:`LatencyStats`, :class:`LatencyBackend`, :func:`register_backend`,
 :func:`get_backend`, :class:`DeviceProfile`, :func:`load_profile`, :func:`list_profiles`.
-Tables and prediction live in :mod:`amc_mobile.latency.lut` (``LatencyTable.predict``).
+Tables: :mod:`~amc_mobile.latency.profiling` measures them (resumable, locked), :mod:`~amc_mobile.latency.table`
+predicts (``LatencyTable.predict``), :mod:`~amc_mobile.latency.store` finds the table a job should use
+(``open_table_for``: fingerprint check, validation on use, adaptation, building in the user store),
+:mod:`~amc_mobile.latency.adapt` validates and adapts, :mod:`~amc_mobile.latency.fingerprint` identifies devices.
 """
 
 from amc_mobile.latency.base import (

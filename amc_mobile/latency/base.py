@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from amc_mobile.errors import UserError, unknown_name
+from amc_mobile.records import reject_unknown
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,18 +48,19 @@ class LatencyStats:
         n = len(xs)
         mean = sum(xs) / n
         std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
-        return cls(_quantile(xs, 0.5), _quantile(xs, 0.1), _quantile(xs, 0.9), mean, std, n)
+        return cls(quantile(xs, 0.5), quantile(xs, 0.1), quantile(xs, 0.9), mean, std, n)
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
 
-def _quantile(sorted_xs: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of an already sorted sequence (numpy's default method)."""
-    pos = (len(sorted_xs) - 1) * q
+def quantile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of ``xs`` (numpy's default method) over a sorted copy."""
+    ys = sorted(xs)
+    pos = (len(ys) - 1) * q
     lo = int(math.floor(pos))
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+    hi = min(lo + 1, len(ys) - 1)
+    return ys[lo] + (ys[hi] - ys[lo]) * (pos - lo)
 
 
 # --- the raw text format written by the in-process backends (onnxruntime, tflite, cuda) -----------
@@ -90,11 +92,15 @@ class BackendOptions:
     def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "options") -> BackendOptions:
         """Build from a mapping, rejecting unknown keys with their names (and listing valid ones)."""
         data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown key(s) in {where}: {', '.join(unknown)}; "
-                            f"valid keys: {', '.join(sorted(names)) or 'none'}")
+        reject_unknown(data, cls, where)
+        for f in fields(cls):  # YAML types: "no" is a string, not false
+            if f.name in data and isinstance(f.default, bool | int | float | str) and data[f.name] is not None:
+                want = type(f.default)
+                ok = (isinstance(data[f.name], bool) if want is bool else
+                      isinstance(data[f.name], int | float) and not isinstance(data[f.name], bool) if want in (int, float)
+                      else isinstance(data[f.name], str))
+                if not ok:
+                    raise UserError(f"{where}: '{f.name}' must be {want.__name__}, got {data[f.name]!r}")
         try:
             return cls(**data)
         except TypeError as exc:  # a required option is missing
@@ -148,6 +154,23 @@ class LatencyBackend(ABC):
         """Facts recorded with every measurement: runtime and version, threads, device, ..."""
         return {"backend": self.name, "device": self.profile.name, "threads": self.profile.threads,
                 "batch_size": self.profile.batch_size}
+
+    def identity(self) -> dict[str, Any]:
+        """Stable facts that decide whether a latency table fits this device (compared on resume and
+        on use; see :mod:`amc_mobile.latency.fingerprint`). Default: :meth:`describe_device` without
+        live readings and labels. Remote backends override it (phones: model, SoC, build fingerprint)."""
+        from amc_mobile.latency.fingerprint import LIVE_KEYS
+
+        return {k: v for k, v in self.describe_device().items() if k not in LIVE_KEYS}
+
+    def live(self) -> dict[str, Any]:
+        """Live readings (temperature, current frequency...) recorded with each table row, never
+        compared. Default: none."""
+        return {}
+
+    def device_record(self) -> dict[str, Any]:
+        """What a latency table stores about its device: the facts plus the stable ``identity``."""
+        return {**self.describe_device(), "identity": self.identity()}
 
     def run_batch(self, artifacts: Sequence[str | Path], warmup_runs: int,
                   runs: int | Sequence[int]) -> list[str]:

@@ -1,8 +1,10 @@
 """Device profiles: one YAML per device, loaded into a typed :class:`DeviceProfile`.
 
 Search path (first match wins): directories in ``$AMC_DEVICE_PROFILES`` (``os.pathsep``-separated),
-the repository's ``device_profiles/``, then the installed copy ``<sys.prefix>/share/amc-mobile/
-device_profiles``. Unknown keys, at the top level or in ``options`` (checked by the backend's own
+the repository's ``device_profiles/`` (a checkout), the copy shipped inside the installed package
+(``amc_mobile/device_profiles``, package data built from the top-level folder by setup.py), then
+``<sys.prefix>/share/amc-mobile/device_profiles``. Tables measured for a device sit next to its YAML
+(``<folder>/<device>/``, read-only); see :mod:`amc_mobile.latency.store` for the user's own tables. Unknown keys, at the top level or in ``options`` (checked by the backend's own
 typed Options record), are rejected with their names.
 """
 
@@ -10,16 +12,18 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from amc_mobile.errors import UserError, unknown_name
+from amc_mobile.records import reject_unknown
 
 SCHEMA_VERSION = 1
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
+PACKAGE_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
 INSTALLED_PROFILES = Path(sys.prefix) / "share" / "amc-mobile" / "device_profiles"
 ENV_VAR = "AMC_DEVICE_PROFILES"
 
@@ -58,17 +62,10 @@ class DeviceProfile:
         except UserError as exc:
             return str(exc)
 
-    def protocol_dict(self) -> dict[str, Any]:
-        return {"warmup_runs": self.warmup_runs, "runs": self.runs, "repeats": self.repeats,
-                "min_window_ms": self.min_window_ms, "calibrate_overhead": self.calibrate_overhead}
-
-
-_KEYS = {f.name for f in fields(DeviceProfile)} - {"path"}
-
 
 def profile_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    dirs = [*extra, REPO_PROFILES, INSTALLED_PROFILES]
+    dirs = [*extra, REPO_PROFILES, PACKAGE_PROFILES, INSTALLED_PROFILES]
     seen: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [s.resolve() for s in seen]:
@@ -94,9 +91,7 @@ def profile_from_dict(data: dict[str, Any], where: str) -> DeviceProfile:
     """Validate a parsed YAML mapping into a :class:`DeviceProfile` (one-line errors)."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: a device profile must be a YAML mapping")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise UserError(f"unknown key(s) in {where}: {', '.join(unknown)}; valid keys: {', '.join(sorted(_KEYS))}")
+    reject_unknown(data, DeviceProfile, where, skip=("path",))
     for req in ("name", "backend"):
         if req not in data:
             raise UserError(f"{where}: missing required key '{req}'")
@@ -104,8 +99,22 @@ def profile_from_dict(data: dict[str, Any], where: str) -> DeviceProfile:
         raise UserError(f"{where}: schema_version {data['schema_version']} is newer than this amc-mobile "
                         f"reads ({SCHEMA_VERSION})")
     for key in ("threads", "batch_size", "warmup_runs", "runs", "repeats"):
-        if key in data and (not isinstance(data[key], int) or data[key] < (0 if key == "warmup_runs" else 1)):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)
+                            or data[key] < (0 if key == "warmup_runs" else 1)):
             raise UserError(f"{where}: '{key}' must be a positive integer, got {data[key]!r}")
+    for key in ("name", "backend", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise UserError(f"{where}: '{key}' must be a string, got {data[key]!r}")
+    from amc_mobile.storage import safe_name
+
+    safe_name(data["name"], f"device name in {where}")
+    if "min_window_ms" in data and (isinstance(data["min_window_ms"], bool)
+                                    or not isinstance(data["min_window_ms"], int | float) or data["min_window_ms"] < 0):
+        raise UserError(f"{where}: 'min_window_ms' must be a number >= 0, got {data['min_window_ms']!r}")
+    if "calibrate_overhead" in data and not isinstance(data["calibrate_overhead"], bool):
+        raise UserError(f"{where}: 'calibrate_overhead' must be true or false, got {data['calibrate_overhead']!r}")
+    if data.get("options") is not None and not isinstance(data["options"], dict):
+        raise UserError(f"{where}: 'options' must be a mapping, got {data['options']!r}")
     profile = DeviceProfile(**{**data, "options": dict(data.get("options") or {}), "path": where})
     from amc_mobile.latency.base import get_backend
 
@@ -130,8 +139,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
 
 
 def table_dir(profile: DeviceProfile) -> Path:
-    """Where this device's latency tables live: ``device_profiles/<device>/`` next to the YAML."""
-    base = Path(profile.path).parent if profile.path else REPO_PROFILES
-    if not os.access(base, os.W_OK):  # installed copy is read-only: use the repo / cwd
-        base = Path.cwd() / "device_profiles"
-    return base / profile.name
+    """Where ``amc-bench profile`` writes this device's tables: the user's store (never the package)."""
+    from amc_mobile.latency.store import user_tables_dir
+
+    return user_tables_dir(profile.name)

@@ -22,7 +22,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from amc_mobile.latency.base import LatencyBackend, LatencyStats
+from amc_mobile.latency.base import LatencyBackend, LatencyStats, quantile
 from amc_mobile.latency.units import null_workload, reference_workload
 
 MAX_RUNS = 20000
@@ -69,14 +69,6 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "stats"}
         return {**self.stats.to_dict(), **d}
-
-
-def _q(xs: Sequence[float], q: float) -> float:
-    ys = sorted(xs)
-    pos = (len(ys) - 1) * q
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(ys) - 1)
-    return ys[lo] + (ys[hi] - ys[lo]) * (pos - lo)
 
 
 class Protocol:
@@ -148,7 +140,7 @@ class Protocol:
         for i in range(k):
             runs = self.runs_for(artifacts[i])
             out.append(Measurement(LatencyStats.from_samples_ms(win[i]), median(ratios[i]),
-                                   _q(ratios[i], 0.1), _q(ratios[i], 0.9), ref_ms, overhead, runs,
+                                   quantile(ratios[i], 0.1), quantile(ratios[i], 0.9), ref_ms, overhead, runs,
                                    runs * len(win[i])))
         return out
 

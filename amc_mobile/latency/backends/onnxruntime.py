@@ -17,6 +17,7 @@ from amc_mobile.latency.base import (
     parse_samples,
     register_backend,
 )
+from amc_mobile.latency.fingerprint import host_facts
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class OnnxRuntimeBackend(LatencyBackend):
         import onnxruntime as ort
 
         return {**super().describe_device(), "runtime": "onnxruntime", "runtime_version": ort.__version__,
-                "provider": self.options.provider, "cpu": platform.processor() or platform.machine(),
-                "host": platform.node(), "clock": self.options.clock}
+                "provider": self.options.provider, "graph_optimization": self.options.graph_optimization,
+                **host_facts(), "host": platform.node(), "clock": self.options.clock}
 
     def close(self) -> None:
         self._sessions.clear()

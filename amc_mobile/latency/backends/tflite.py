@@ -17,6 +17,7 @@ from amc_mobile.latency.base import (
     parse_samples,
     register_backend,
 )
+from amc_mobile.latency.fingerprint import host_facts
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class TFLiteBackend(LatencyBackend):
 
         return {**super().describe_device(), "runtime": "ai-edge-litert", "runtime_version": version("ai-edge-litert"),
                 "converter_version": version("litert-torch"), "xnnpack": self.options.xnnpack,
-                "cpu": platform.processor() or platform.machine(), "host": platform.node(), "clock": self.options.clock}
+                **host_facts(), "host": platform.node(), "clock": self.options.clock}
 
     def close(self) -> None:
         self._interps.clear()

@@ -1,0 +1,127 @@
+"""Side by side in one run: a table built on this machine, and a table carried from another machine
+before and after adaptation with <= 10 measurements.
+
+For each device x model: build or resume this machine's table (``--own-dir``; its build time is the
+profiling cost), load the table measured elsewhere (``--carried-dir``, default the shipped one in
+device_profiles/<device>/), measure 30 random pruned configs + 3 block-removed models on this machine
+in two rounds (held out: they never enter any fit), adapt the carried table with at most 10 fresh
+whole-model measurements (amc_mobile.latency.adapt: refit chosen by leave-one-out, reference/overhead
+re-measured), and report median |error| and share within +-10% for the own table and the carried one
+before/after, on ratios to the reference and on ms, with the noise floor (round 1 vs round 2).
+Writes JSON and a scatter PNG (own | carried before | carried after).
+
+    python bench/lut_adapt.py --devices host-cpu --models mobilenet_v1 mobilenet_v2 --own-dir /tmp/own
+    python bench/lut_adapt.py --devices host-tflite --models mobilenet_v1 --configs 20 --points 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+
+import lut_fidelity  # noqa: E402
+
+from amc_mobile.latency.adapt import adapt_table, measure_models  # noqa: E402
+from amc_mobile.latency.fingerprint import differences  # noqa: E402
+from amc_mobile.latency.profiles import REPO_PROFILES, load_profile  # noqa: E402
+from amc_mobile.latency.profiling import profile_table  # noqa: E402
+from amc_mobile.latency.table import LatencyTable, default_table_path  # noqa: E402
+from amc_mobile.models import create_model  # noqa: E402
+from amc_mobile.models.arch import require_arch  # noqa: E402
+from amc_mobile.pruning import find_groups  # noqa: E402
+
+
+def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
+    prof = load_profile(device)
+    model = create_model(model_name, input_size=args.resolution)
+    size = args.resolution
+    own: LatencyTable | None = None
+    build: dict = {}
+    if args.own_dir:
+        own_path = default_table_path(Path(args.own_dir) / device, require_arch(model), size)
+        build = profile_table(prof, model, own_path, input_size=size, points=args.points)
+        own = LatencyTable.load(own_path)
+        print(f"[{device} {model_name}] own table {own_path}: {build['grid_points']} points, {build['new_rows']} "
+              f"measured now in {build['seconds']:.0f} s", flush=True)
+    path = default_table_path(Path(args.carried_dir) / device, require_arch(model), size)
+    table = LatencyTable.load(path)
+    backend = prof.create_backend()
+    here = backend.identity()
+    backend.close()
+    diffs = differences(table.identity, here)
+    configs = lut_fidelity.configs_for(model, find_groups(model, size), args.configs, args.seed, size)
+    t0 = time.perf_counter()
+    held = measure_models(prof, model, size, configs, rounds=2, seed=7)
+    t_held = time.perf_counter() - t0
+    before = lut_fidelity.evaluate(table, held, device, model_name)
+    ad = adapt_table(table, prof, model, size, held, n_measurements=args.measurements, seed=args.fit_seed)
+    adapted = LatencyTable.load(path)
+    adapted.apply_adaptation(ad)
+    after = lut_fidelity.evaluate(adapted, held, device, model_name)
+    res = {"device": device, "model": model_name, "table": str(path), "fingerprint_differences": diffs,
+           "held_out_configs": len(held), "held_out_measure_seconds": t_held, "adaptation": ad,
+           "before": before, "after": after, "own_build": build}
+    if own is not None:
+        res["own"] = lut_fidelity.evaluate(own, held, device, model_name)
+        o = res["own"]
+        print(f"[{device} {model_name}] own table: ratio median |err| {100 * o['median_abs_err']:.1f}%, within +-10% "
+              f"{100 * o['within_10pct']:.0f}%; ms {100 * o['median_abs_err_ms']:.1f}% / "
+              f"{100 * o['within_10pct_ms']:.0f}%; block-removed {100 * o['removed_median_abs_err']:.1f}%; "
+              f"built in {build.get('seconds', 0):.0f} s ({build.get('new_rows', 0)} rows now)", flush=True)
+    print(f"[{device} {model_name}] carried table ({'; '.join(diffs) or 'same fingerprint'}): "
+          f"ratio median |err| {100 * before['median_abs_err']:.1f}% -> {100 * after['median_abs_err']:.1f}%, "
+          f"within +-10% {100 * before['within_10pct']:.0f}% -> {100 * after['within_10pct']:.0f}%; "
+          f"ms median |err| {100 * before['median_abs_err_ms']:.1f}% -> {100 * after['median_abs_err_ms']:.1f}% "
+          f"(within +-10% {100 * before['within_10pct_ms']:.0f}% -> {100 * after['within_10pct_ms']:.0f}%); "
+          f"noise floor {100 * before['noise_floor_median_abs']:.1f}%; {ad['method']} from {ad['measurements']} "
+          f"measurements in {ad['seconds']:.0f} s, accepted={ad['accepted']}", flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", nargs="+", default=["host-cpu"])
+    ap.add_argument("--models", nargs="+", default=["mobilenet_v1", "mobilenet_v2"])
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--configs", type=int, default=30, help="held-out random configs per model")
+    ap.add_argument("--measurements", type=int, default=10, help="adaptation measurements (<= 10)")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the held-out configs")
+    ap.add_argument("--fit-seed", type=int, default=4242, help="seed of the adaptation configs")
+    ap.add_argument("--carried-dir", default=str(REPO_PROFILES), help="where the carried tables are")
+    ap.add_argument("--own-dir", default=None, help="build/resume this machine's tables here (and compare)")
+    ap.add_argument("--points", type=int, default=5, help="grid values per axis of the own table")
+    ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results" / "lut_adapt"))
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    load, t0 = os.getloadavg(), time.perf_counter()
+    results = [run_one(d, m, args) for d in args.devices for m in args.models]
+    meta = {"command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "loadavg_start": load, "loadavg_end": os.getloadavg(), "cpus": os.cpu_count(),
+            "seconds": time.perf_counter() - t0}
+    tag = "_".join(args.devices) + "__" + "_".join(args.models)
+    (out / f"lut_adapt_{tag}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+    panels = []
+    for r in results:
+        if "own" in r:
+            panels.append({**r["own"], "device": f"{r['device']} OWN"})
+        panels += [{**r["before"], "device": f"{r['device']} BEFORE"}, {**r["after"], "device": f"{r['device']} AFTER"}]
+    lut_fidelity.scatter(panels, out / f"lut_adapt_{tag}.png")
+    print(f"done in {meta['seconds'] / 60:.1f} min; load average {load[0]:.1f} -> {meta['loadavg_end'][0]:.1f} on "
+          f"{meta['cpus']} cores; wrote {out}/lut_adapt_{tag}.{{json,png}}")
+
+
+if __name__ == "__main__":
+    main()
