@@ -255,10 +255,9 @@ def profile_sharded(model_name: str, model: Any, out_csv: str | Path | None, *, 
 def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer: Any, model_name: str, model: Any,
              input_size: int | None, granularity: int, points: int, batch_rows: int, overrides: dict[str, Any],
              calibration: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    from amc_mobile.latency.profiling import check_resume, plan_grid
-    from amc_mobile.latency.table import KIND, TABLE_SCHEMA, meta_path, read_meta
-    from amc_mobile.latency.units import REFERENCE_ID, residual_layers, units_of
-    from amc_mobile.models.arch import get_arch
+    from amc_mobile.latency.profiling import check_resume, plan_grid, table_meta_for
+    from amc_mobile.latency.table import meta_path, read_meta
+    from amc_mobile.latency.units import residual_layers, units_of
     from amc_mobile.models.describe import describe_model
     from amc_mobile.storage import atomic_write_json
 
@@ -275,20 +274,11 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
         raise UserError("no device of model '{}' is usable: {}".format(
             model_name, "; ".join(f"{d.name}: {d.lost}" for d in devs)))
     first = facts[sorted(facts)[0]]
-    spec = get_arch(model)
-    arch = spec.to_dict() if spec is not None else {"name": type(model).__name__, "width_mult": 1.0,
-                                                    "num_classes": -1, "in_chans": -1}
-    arch.pop("removed", None)
-    meta = {
-        "schema_version": TABLE_SCHEMA, "kind": KIND,
-        "model": {**arch, "input_size": desc.input_size, "in_chans": desc.in_chans},
-        "residual_layers": residual, "granularity": granularity, "points": points,
-        "units": [{"name": u.name, "slot": u.slot, "cin": u.cin, "cout": u.cout, "layers": list(u.layers)}
-                  for u in units],
-        "grid": [{"slot": g.slot, "cin": g.cin, "cout": g.cout, "full_points": g.full_points} for g in grids],
-        "device": first["record"], "profile": model_name, "protocol": first["protocol"], "reference": REFERENCE_ID,
+    meta = table_meta_for(model, desc, residual, units, grids, granularity, points,
+                          device_record=first["record"], profile_name=model_name, protocol=first["protocol"])
+    meta.update({
         "sharded": {"model": model_name, "devices": {k: v["facts"] for k, v in facts.items()}}, "created": _now(),
-    }
+    })
     if out_csv.exists() and out_csv.stat().st_size:
         old = read_meta(out_csv)
         check_resume(old, meta, out_csv)

@@ -292,6 +292,16 @@ def profile_table(profile: Any, model: nn.Module, out_csv: str | Path, *, input_
 def table_meta(profile: Any, backend: Any, model: nn.Module, desc: ModelDescription, residual: list[str],
                units: Sequence[Unit], grids: Sequence[SlotGrid], granularity: int, points: int,
                settings: Any) -> dict[str, Any]:
+    return table_meta_for(model, desc, residual, units, grids, granularity, points,
+                          device_record=backend.device_record(), profile_name=profile.name,
+                          protocol=settings.to_dict())
+
+
+def table_meta_for(model: nn.Module, desc: ModelDescription, residual: list[str], units: Sequence[Unit],
+                   grids: Sequence[SlotGrid], granularity: int, points: int, *, device_record: dict[str, Any],
+                   profile_name: str, protocol: dict[str, Any]) -> dict[str, Any]:
+    """A table's metadata from explicit parts (no backend needed: the sharded Ray profiler builds it
+    from the devices' reports)."""
     spec = get_arch(model)
     arch = spec.to_dict() if spec is not None else {"name": type(model).__name__, "width_mult": 1.0,
                                                     "num_classes": -1, "in_chans": -1}
@@ -303,7 +313,7 @@ def table_meta(profile: Any, backend: Any, model: nn.Module, desc: ModelDescript
         "units": [{"name": u.name, "slot": u.slot, "cin": u.cin, "cout": u.cout, "layers": list(u.layers)}
                   for u in units],
         "grid": [{"slot": g.slot, "cin": g.cin, "cout": g.cout, "full_points": g.full_points} for g in grids],
-        "device": backend.device_record(), "profile": profile.name, "protocol": settings.to_dict(),
+        "device": device_record, "profile": profile_name, "protocol": protocol,
         "reference": REFERENCE_ID,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -17,6 +17,7 @@ table exists or adaptation cannot reach the tolerance.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -59,7 +60,17 @@ def candidates(profile: Any, stem: str) -> list[tuple[str, Path]]:
     sd = shipped_dir(profile)
     if sd is not None:
         out.append(("shipped", sd / f"{stem}.csv"))
-    return [(k, p) for k, p in out if p.exists()]
+    return [(k, p) for k, p in out if p.exists() and not (k == "adapted" and _stale_adaptation(p))]
+
+
+def _stale_adaptation(adapted_csv: Path) -> bool:
+    """An adapted copy whose source table has changed since (e.g. a newer release shipped a new table):
+    its rows no longer match the source's, so it is skipped and the source is validated afresh."""
+    try:
+        source = Path(json.loads(meta_path(adapted_csv).read_text()).get("source", {}).get("path", ""))
+        return source.is_file() and source.read_bytes() != adapted_csv.read_bytes()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def device_identity(profile: Any) -> tuple[dict[str, Any] | None, str | None]:

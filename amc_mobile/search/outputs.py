@@ -97,6 +97,7 @@ class SearchSummary:
     measured_vs_budget: float | None = None
     uniform_keep_ratio: float | None = None
     notes: list[str] = field(default_factory=list)
+    latency_table: dict[str, Any] | None = None  # which table, and its validation/adaptation on this device
     note: str = ("val_* accuracies are on the search's held-out val slice (from the training set), select_* on "
                  "a second disjoint slice; after pruning + reconstruction + BatchNorm re-estimation on training "
                  "images, before fine-tuning (unless finetune_top_k); MACs = conv+linear multiply-accumulates")
@@ -282,7 +283,8 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
                      (pick.select_top1, n_select), runs[pick_index][0] if pick_index in runs else None),
         top_k=ranked, search_wall_s=wall_s, setup_s=problem.setup_s, timing_s_per_episode=_timing(rows),
         bn_images=int(problem.evaluator.bn_images.shape[0]) if problem.evaluator.bn_images.numel() else 0,
-        transfer_from=inputs.transfer_from, uniform_keep_ratio=uniform_ratio, notes=notes)
+        transfer_from=inputs.transfer_from, uniform_keep_ratio=uniform_ratio, notes=notes,
+        latency_table=problem.table_report)
     if problem.evaluator.bn_images.numel():
         summary.final.val_top1_teacher_bn = problem.evaluator.evaluate(keep, "search", bn=False).top1
     else:

@@ -45,6 +45,7 @@ class Problem:
     latency_predictor: Any = None
     train_data: Any = None  # the train split (KD passes of --finetune-top-k)
     select_data: Any = None  # the selection slice as a data set
+    table_report: dict[str, Any] | None = None  # what open_table_for did: source, validation, adaptation
 
     @property
     def groups(self) -> list[Any]:
@@ -142,13 +143,16 @@ def build_problem(inputs: SearchInputs, cfg: SearchConfig, latency_predictor: An
     budgets = inputs.budgets()
     teacher, meta = load_checkpoint(inputs.checkpoint)
     arch = require_arch(teacher)
+    table_report: dict[str, Any] | None = None
     if latency_predictor is None and (inputs.device or inputs.latency_table):
         from amc_mobile.latency.store import open_table_for
 
         # the store's table for this device, validated on the device when reachable (adapted if off)
-        latency_predictor, _ = open_table_for(inputs.device or "?", teacher, arch.input_size, inputs.checkpoint,
-                                              inputs.latency_table, validate=inputs.latency_table is None,
-                                              adapt=inputs.latency_table is None, build=False, log=log)
+        # (built or resumed in the user store when none exists for this device)
+        latency_predictor, table_report = open_table_for(
+            inputs.device or "?", teacher, arch.input_size, inputs.checkpoint, inputs.latency_table,
+            validate=inputs.latency_table is None, adapt=inputs.latency_table is None,
+            build=inputs.latency_table is None, log=log)
     if needs_latency(inputs, cfg) and latency_predictor is None:
         raise UserError(f"a latency budget or the '{cfg.reward}' reward needs --device NAME (its latency table)")
     if inputs.classes:
@@ -195,13 +199,23 @@ def build_problem(inputs: SearchInputs, cfg: SearchConfig, latency_predictor: An
                                evaluator.slices["search"])
     teacher.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     problem = Problem(inputs, cfg, teacher, meta, arch, pruner, evaluator, data_info, costs, resolved, env,
-                      teacher_metrics, time.perf_counter() - t0, latency_predictor, train, select_slice)
+                      teacher_metrics, time.perf_counter() - t0, latency_predictor, train, select_slice,
+                      _jsonable_report(table_report))
     for b, _ in resolved:
         log(f"budget: {b.describe(costs[b.kind](full))}")
     log(f"scoring on {len(search_slice)} val images, selecting on {len(select_slice)} others, BatchNorm "
         f"re-estimated on {n_bn} training images" if n_bn else
         f"scoring on {len(search_slice)} val images, selecting on {len(select_slice)} others, no BN re-estimation")
     return problem
+
+
+def _jsonable_report(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The table report as plain JSON (paths as strings) for summary.json."""
+    if report is None:
+        return None
+    import json
+
+    return dict(json.loads(json.dumps(report, default=str)))
 
 
 def _flag(kind: str) -> str:

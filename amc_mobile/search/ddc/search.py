@@ -240,7 +240,8 @@ def evaluate_students(ctx: StudentContext, architectures: Sequence[Sequence[str]
 # Latency: the teacher's table predicts block-removed (and channel-pruned) descriptions directly
 # ---------------------------------------------------------------------------------------------------
 
-def _load_predictor(inputs: DDCInputs, teacher: nn.Module, checkpoint: str) -> Any:
+def _load_predictor(inputs: DDCInputs, teacher: nn.Module, checkpoint: str,
+                    log: Callable[[str], None] = print) -> Any:
     if not (inputs.device or inputs.latency_table):
         return None
     from amc_mobile.models.arch import require_arch
@@ -251,7 +252,14 @@ def _load_predictor(inputs: DDCInputs, teacher: nn.Module, checkpoint: str) -> A
 
         return LatencyTable.load(inputs.latency_table)
     spec = require_arch(teacher)
-    return load_latency_table(inputs.device or "?", teacher, spec.input_size, checkpoint, inputs.latency_table)
+    if inputs.latency_table:  # the user's file: used as given (a fingerprint mismatch is a warning)
+        return load_latency_table(inputs.device or "?", teacher, spec.input_size, checkpoint, inputs.latency_table)
+    from amc_mobile.latency.store import open_table_for
+
+    # the store's table for this device: validated on the device, adapted or built in the user store
+    table, _ = open_table_for(inputs.device or "?", teacher, spec.input_size, checkpoint, None,
+                              validate=True, adapt=True, build=True, log=log)
+    return table
 
 
 def _measure(device: str, models: dict[str, nn.Module], input_shape: tuple[int, ...], work: Path) -> dict[str, Any]:
@@ -340,7 +348,7 @@ def build_ddc_problem(inputs: DDCInputs, cfg: DDCConfig, latency_predictor: Any 
     cfg.check()
     teacher, meta = load_checkpoint(inputs.checkpoint)
     if latency_predictor is None:
-        latency_predictor = _load_predictor(inputs, teacher, inputs.checkpoint)
+        latency_predictor = _load_predictor(inputs, teacher, inputs.checkpoint, log)
     if latency_predictor is None:
         raise UserError(f"--method {inputs.method} needs --device NAME (its latency table predicts T, DDC eq. 4) "
                         "or --latency-table FILE")
