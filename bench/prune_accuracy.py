@@ -57,8 +57,8 @@ def main() -> None:
         t0 = evaluate(teacher, data.eval_batches)
         with torch.inference_mode():
             ref = [teacher(x) for x, _ in data.eval_batches]
-        name = teacher.arch_kwargs["name"]
-        print(f"\n{spec} ({name}, width {teacher.arch_kwargs['width_mult']}): teacher top-1 {t0['top1']:.2f}% "
+        name = teacher.arch_spec.name
+        print(f"\n{spec} ({name}, width {teacher.arch_spec.width_mult}): teacher top-1 {t0['top1']:.2f}% "
               f"on {t0['n']} {data.info['dataset']} {args.split} images", flush=True)
         for criterion in args.criteria:
             t = time.perf_counter()

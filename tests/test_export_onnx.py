@@ -7,7 +7,7 @@ import torch
 
 from amc_mobile.errors import UserError
 from amc_mobile.export import export_onnx
-from amc_mobile.models import create_model
+from amc_mobile.models import create_model, list_models
 from amc_mobile.models.bn import calibrate_bn
 from amc_mobile.pruning import ChannelPruner, uniform_policy
 
@@ -18,7 +18,7 @@ def _healthy(name: str, size: int) -> torch.nn.Module:
     return calibrate_bn(create_model(name, width_mult=0.5, input_size=size), (32, 3, size, size))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_cifar", "mobilenet_v2_cifar"])
+@pytest.mark.parametrize("name", [name for name in list_models() if name.endswith("_cifar")])
 def test_pruned_model_exports_and_matches_torch(name: str, tmp_path) -> None:
     model = _healthy(name, 32)
     pruner = ChannelPruner(model, 32)

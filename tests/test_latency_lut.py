@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -11,51 +10,9 @@ import pytest
 import torch
 
 from amc_mobile.errors import UserError
-from amc_mobile.latency.base import (
-    BackendOptions,
-    LatencyBackend,
-    format_samples,
-    parse_samples,
-    register_backend,
-)
 from amc_mobile.latency.lut import LatencyTable, axis_points, plan_grid, profile_table
-from amc_mobile.latency.profiles import profile_from_dict
 from amc_mobile.latency.units import build_unit, residual_layers, units_of
 from amc_mobile.models import create_model, describe_model
-
-
-@dataclass(frozen=True)
-class _FakeOptions(BackendOptions):
-    ms_per_kmac: float = 0.001
-
-
-@register_backend("fake-test")
-class FakeBackend(LatencyBackend):
-    """Deterministic 'device': latency = overhead + MACs-proportional time, read from the artefact."""
-
-    artifact_suffix = ".fake"
-    Options = _FakeOptions
-
-    def check_available(self) -> str | None:
-        return None
-
-    def prepare(self, model, input_shape, path) -> Path:
-        path = self.artifact_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        macs = sum(p.numel() for p in model.parameters()) * input_shape[-1] * input_shape[-2]
-        path.write_text(str(0.01 + self.options.ms_per_kmac * macs / 1e3))
-        return path
-
-    def run(self, artifact, warmup_runs, runs) -> str:
-        return format_samples([float(Path(artifact).read_text())] * runs)
-
-    def parse(self, raw: str):
-        return parse_samples(raw)
-
-
-def _fake_profile():
-    return profile_from_dict({"name": "fake", "backend": "fake-test", "runs": 2, "repeats": 2,
-                              "warmup_runs": 0, "min_window_ms": 0.0}, "fake.yaml")
 
 
 def _tiny():
@@ -91,8 +48,8 @@ def test_axis_points_are_sparse_and_keep_the_ends() -> None:
     assert axis_points(1000, 8, 5, fixed=True) == ([1000], 1)
 
 
-def test_profile_resumes_after_interruption_with_exact_row_accounting(tmp_path) -> None:
-    prof, model, out = _fake_profile(), _tiny(), tmp_path / "t.csv"
+def test_profile_resumes_after_interruption_with_exact_row_accounting(tmp_path, fake_profile) -> None:
+    prof, model, out = fake_profile, _tiny(), tmp_path / "t.csv"
     total = sum(len(g.cin) * len(g.cout) for g in plan_grid(units_of(describe_model(model), []), 8, 3))
     first = profile_table(prof, model, out, granularity=8, points=3, max_rows=7, batch_rows=3, calibration=None)
     assert first["new_rows"] == 7
@@ -122,18 +79,18 @@ def test_profile_resumes_after_interruption_with_exact_row_accounting(tmp_path) 
     assert again["new_rows"] == 0
 
 
-def test_resume_with_another_model_is_one_line(tmp_path) -> None:
+def test_resume_with_another_model_is_one_line(tmp_path, fake_profile) -> None:
     out = tmp_path / "t.csv"
-    profile_table(_fake_profile(), _tiny(), out, points=2, max_rows=2)
+    profile_table(fake_profile, _tiny(), out, points=2, max_rows=2)
     other = create_model("mobilenet_v1_cifar", width_mult=0.25, input_size=16, in_chans=1)
     with pytest.raises(UserError, match="different model"):
-        profile_table(_fake_profile(), other, out, points=2)
+        profile_table(fake_profile, other, out, points=2)
 
 
-def _synthetic_table(tmp_path, f) -> tuple[LatencyTable, torch.nn.Module]:
+def _synthetic_table(tmp_path, profile, f) -> tuple[LatencyTable, torch.nn.Module]:
     """Profile with the fake backend, then overwrite ratios with ``f(slot, cin, cout)``."""
     model, out = _tiny(), tmp_path / "syn.csv"
-    profile_table(_fake_profile(), model, out, points=3, calibration=None)
+    profile_table(profile, model, out, points=3, calibration=None)
     df = pd.read_csv(out)
     df["ratio"] = [f(s, a, b) for s, a, b in zip(df["slot"], df["cin"], df["cout"], strict=True)]
     df["ref_ms"], df["overhead_ms"] = 2.0, 0.0
@@ -141,9 +98,9 @@ def _synthetic_table(tmp_path, f) -> tuple[LatencyTable, torch.nn.Module]:
     return LatencyTable.load(out), model
 
 
-def test_prediction_interpolates_between_grid_points(tmp_path) -> None:
+def test_prediction_interpolates_between_grid_points(tmp_path, fake_profile) -> None:
     """A bilinear function of (cin, cout) - like a MAC count - is recovered exactly off the grid."""
-    table, model = _synthetic_table(tmp_path, lambda s, a, b: 0.5 + 0.01 * a + 0.02 * b + 0.001 * a * b)
+    table, model = _synthetic_table(tmp_path, fake_profile, lambda s, a, b: 0.5 + 0.01 * a + 0.02 * b + 0.001 * a * b)
     from amc_mobile.pruning import find_groups, pruned_description
 
     desc = describe_model(model)
@@ -153,28 +110,27 @@ def test_prediction_interpolates_between_grid_points(tmp_path) -> None:
     units = units_of(pdesc, table.residual)
     expect = sum(0.5 + 0.01 * u.cin + 0.02 * u.cout + 0.001 * u.cin * u.cout for u in units) * 2.0
     assert table.predict(pdesc) == pytest.approx(expect, rel=1e-9)
-    assert table.predict_channels([u.cout for u in units[:-1]]) == pytest.approx(expect, rel=1e-9)
     assert table.predict(pdesc) < table.predict(desc)
 
 
-def test_prediction_rejects_another_model_or_resolution(tmp_path) -> None:
-    table, _ = _synthetic_table(tmp_path, lambda s, a, b: 1.0)
+def test_prediction_rejects_another_model_or_resolution(tmp_path, fake_profile) -> None:
+    table, _ = _synthetic_table(tmp_path, fake_profile, lambda s, a, b: 1.0)
     with pytest.raises(UserError, match="px"):
         table.predict(describe_model(_tiny(), 16))
     with pytest.raises(UserError, match="different layers"):
         table.predict(describe_model(create_model("mobilenet_v2_cifar", width_mult=0.25, input_size=8, in_chans=1)))
 
 
-def test_corrupt_table_is_one_line(tmp_path) -> None:
-    table, _ = _synthetic_table(tmp_path, lambda s, a, b: 1.0)
+def test_corrupt_table_is_one_line(tmp_path, fake_profile) -> None:
+    table, _ = _synthetic_table(tmp_path, fake_profile, lambda s, a, b: 1.0)
     Path(table.path).with_name("syn.meta.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt"):
         LatencyTable.load(table.path)
 
 
-def test_meta_records_device_and_protocol(tmp_path) -> None:
+def test_meta_records_device_and_protocol(tmp_path, fake_profile) -> None:
     out = tmp_path / "m.csv"
-    profile_table(_fake_profile(), _tiny(), out, points=2, max_rows=1)
+    profile_table(fake_profile, _tiny(), out, points=2, max_rows=1)
     meta = json.loads(out.with_name("m.meta.json").read_text())
     assert meta["device"]["backend"] == "fake-test" and meta["protocol"]["repeats"] == 2
     assert meta["model"]["name"] == "mobilenet_v1_cifar" and meta["model"]["input_size"] == 8

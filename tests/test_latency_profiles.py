@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
 from amc_mobile.errors import UserError
 from amc_mobile.latency import get_backend, list_backends, list_profiles, load_profile
 from amc_mobile.latency.profiles import REPO_PROFILES, profile_from_dict
 
-SHIPPED = ["host-cpu", "host-tflite", "gpu-cuda"]
 
-
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", list_profiles())
 def test_shipped_profiles_load_into_typed_records(name: str) -> None:
     prof = load_profile(name)
     assert prof.name == name
@@ -48,13 +48,22 @@ def test_bad_values_are_rejected() -> None:
 def test_unknown_device_lists_profiles() -> None:
     with pytest.raises(UserError) as info:
         load_profile("no-such-phone")
-    for name in ("host-cpu", "host-tflite"):
+    for name in list_profiles():
         assert name in str(info.value)
 
 
 def test_unknown_backend_lists_backends() -> None:
-    with pytest.raises(UserError, match="onnxruntime"):
+    with pytest.raises(UserError, match="onnxruntime") as info:
         profile_from_dict({"name": "x", "backend": "abacus"}, "x.yaml")
+    assert all(name in str(info.value) for name in list_backends())
+
+
+@pytest.mark.parametrize("backend", list_backends())
+def test_every_backend_names_an_unknown_option_and_its_valid_ones(backend: str) -> None:
+    valid = [f.name for f in fields(get_backend(backend).Options)]
+    with pytest.raises(UserError, match="unknown key.*no_such_option") as info:
+        profile_from_dict({"name": "x", "backend": backend, "options": {"no_such_option": 1}}, "x.yaml")
+    assert str(info.value).count("\n") == 0 and all(name in str(info.value) for name in valid)
 
 
 def test_extra_profile_dir_from_env(tmp_path, monkeypatch) -> None:

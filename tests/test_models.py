@@ -22,7 +22,7 @@ def test_every_model_runs_with_requested_channels_and_classes(name: str) -> None
     with torch.no_grad():
         out = model(torch.randn(2, 1, size, size))
     assert out.shape == (2, 7)
-    assert model.arch_kwargs["in_chans"] == 1 and model.arch_kwargs["num_classes"] == 7
+    assert model.arch_spec.in_chans == 1 and model.arch_spec.num_classes == 7
     assert model.input_size == size
 
 
@@ -31,7 +31,7 @@ def test_registry_defaults_are_honoured(name: str) -> None:
     entry = get_entry(name)
     model = create_model(name, width_mult=0.25)
     assert model.input_size == entry.default_input_size
-    assert model.arch_kwargs["num_classes"] == entry.default_num_classes
+    assert model.arch_spec.num_classes == entry.default_num_classes
     desc = describe_model(model)
     assert desc.in_chans == entry.default_in_chans
     assert desc.layers[-1].out_channels == entry.default_num_classes
@@ -129,3 +129,42 @@ def test_shipped_teachers_load_with_their_data_description(name: str) -> None:
     assert "train_state" not in meta  # shipped without optimizer state
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+# ------------------------------------------------------------------------ the architecture record
+@pytest.mark.parametrize("name", list_models())
+def test_architecture_record_is_typed_frozen_and_reloads_from_its_json_form(name: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from amc_mobile.models import ArchSpec, get_arch
+
+    model = create_model(name, num_classes=5, in_chans=1, width_mult=0.25, input_size=16)
+    spec = get_arch(model)
+    assert spec == ArchSpec(name, num_classes=5, in_chans=1, width_mult=0.25, input_size=16)
+    assert spec.input_shape == (1, 1, 16, 16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.num_classes = 3  # type: ignore[misc]
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    # on disk: the same JSON keys as before the typed record (old readers and old files keep working)
+    raw = torch.load(path, weights_only=True)["arch"]
+    assert set(raw) == {"name", "num_classes", "in_chans", "width_mult", "input_size", "shapes"}
+    loaded, _ = load_checkpoint(path)
+    assert get_arch(loaded) == spec and loaded.input_size == 16
+
+
+def test_architecture_record_keeps_removed_units_and_rejects_bad_data() -> None:
+    from amc_mobile.errors import UserError
+    from amc_mobile.models import ArchSpec
+
+    spec = ArchSpec("resnet18_cifar", 10, 3, 0.5, 32, removed=("layer3.1", "layer4.1"))
+    data = spec.to_dict()
+    assert data["removed"] == ["layer3.1", "layer4.1"]
+    assert json.loads(json.dumps(data)) == data and ArchSpec.from_dict(data) == spec
+    assert "removed" not in spec.replace(removed=()).to_dict()
+    with pytest.raises(UserError, match=r"unknown key\(s\) in ckpt: colour; valid keys: .*in_chans") as info:
+        ArchSpec.from_dict({**data, "colour": "red"}, "ckpt")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="num_classes must be a positive integer"):
+        ArchSpec.from_dict({**data, "num_classes": "ten"})
+    with pytest.raises(UserError, match="missing in_chans"):
+        ArchSpec.from_dict({"name": "x", "num_classes": 3})

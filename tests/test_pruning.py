@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amc_mobile.errors import UserError
-from amc_mobile.models import create_model, describe_model
+from amc_mobile.models import create_model, describe_model, list_models
 from amc_mobile.models.bn import calibrate_bn
 from amc_mobile.models.checkpoint import load_checkpoint, save_checkpoint
 from amc_mobile.pruning import (
@@ -44,7 +44,7 @@ def calibrated(name: str, width: float = 0.5, size: int = 16, seed: int = 0) -> 
     """A random-weight model whose BatchNorm statistics match its inputs (healthy activations)."""
     torch.manual_seed(seed)
     model = create_model(name, width_mult=width, input_size=size)
-    chans = model.arch_kwargs["in_chans"]
+    chans = model.arch_spec.in_chans
     images = torch.cat([smooth_images(48, chans, size, 100 + i) for i in range(2)])
     return calibrate_bn(model, images)
 
@@ -64,9 +64,23 @@ def v2_pruner(v2: nn.Module) -> ChannelPruner:
     return ChannelPruner(v2, 16)
 
 
+class _Calibrated(dict):
+    """name -> :func:`calibrated` model (width 0.5, 16 px), built on first use."""
+
+    def __missing__(self, name: str) -> nn.Module:
+        self[name] = calibrated(name, 0.5, 16)
+        return self[name]
+
+
+# every registered small-image model (the ImageNet layouts are the same code at 224 px)
+CIFAR_MODELS = [name for name in list_models() if name.endswith("_cifar")]
+
+
 @pytest.fixture(scope="module")
 def models(v1: nn.Module, v2: nn.Module) -> dict[str, nn.Module]:
-    return {"mobilenet_v1_cifar": v1, "mobilenet_v2_cifar": v2}
+    built = _Calibrated()
+    built.update({"mobilenet_v1_cifar": v1, "mobilenet_v2_cifar": v2})
+    return built
 
 
 def random_keep(groups, seed: int) -> list[int]:
@@ -236,7 +250,7 @@ def test_amc_50_flops_model_is_built_at_224() -> None:
     assert desc == pruner.describe(AMC_V1_50_FLOPS)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_cifar", "mobilenet_v2_cifar"])
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_pruned_description_equals_the_built_model(name: str, models: dict[str, nn.Module]) -> None:
     model = models[name]
     pruner = ChannelPruner(model, 16)
@@ -275,7 +289,7 @@ def test_pruned_model_is_smaller_runs_and_reloads(name: str, models: dict[str, n
         assert torch.allclose(again(x), y, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_cifar", "mobilenet_v2_cifar"])
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_pruned_model_equals_the_original_with_removed_channels_masked(name: str,
                                                                       models: dict[str, nn.Module]) -> None:
     """Independent check of the physical removal: zeroing the removed channels at the input of

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from amc_mobile.errors import UserError, unknown_name
-from amc_mobile.models.registry import arch_kwargs, create_model, get_entry, set_arch_kwargs
+from amc_mobile.models.arch import ArchSpec, require_arch, set_arch
+from amc_mobile.models.registry import create_model, get_entry
+from amc_mobile.storage import atomic_torch_save
 
 FORMAT = "amc-mobile-checkpoint"
 VERSION = 1
@@ -35,11 +37,9 @@ def module_shapes(model: nn.Module) -> dict[str, list[int]]:
 
 
 def arch_of(model: nn.Module) -> dict[str, Any]:
-    """The architecture description stored in checkpoints (plain JSON-able data)."""
-    kwargs = arch_kwargs(model)
-    if kwargs is None:
-        raise UserError("model was not created by amc_mobile.models.create_model; cannot describe it")
-    return {**kwargs, "shapes": module_shapes(model)}
+    """The architecture description stored in checkpoints: the :class:`ArchSpec` as JSON plus the
+    shape of every layer (so a pruned model reloads at its widths)."""
+    return {**require_arch(model).to_dict(), "shapes": module_shapes(model)}
 
 
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -50,14 +50,21 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def build_from_arch(arch: dict[str, Any]) -> nn.Module:
-    """Create the registered model, then resize every layer to the recorded (possibly pruned) shape."""
-    model = create_model(arch["name"], num_classes=arch["num_classes"], in_chans=arch["in_chans"],
-                         width_mult=arch["width_mult"], input_size=arch["input_size"])
+    """Create the registered model, then resize every layer to the recorded (possibly pruned) shape.
+
+    ``arch`` is a checkpoint's ``arch`` dict (:meth:`ArchSpec.to_dict` plus ``shapes``)."""
+    spec = ArchSpec.from_dict(arch, "checkpoint architecture")
+    model = create_model(spec.name, num_classes=spec.num_classes, in_chans=spec.in_chans,
+                         width_mult=spec.width_mult, input_size=spec.input_size)
+    if spec.removed:  # DDC block removal: the removed units become identities (search/ddc/units.py)
+        from amc_mobile.search.ddc.units import apply_removal
+
+        apply_removal(model, spec.removed)
     modules = dict(model.named_modules())
     for name, shape in arch.get("shapes", {}).items():
         old = modules.get(name)
         if old is None:
-            raise UserError(f"checkpoint names layer '{name}' which model '{arch['name']}' does not have")
+            raise UserError(f"checkpoint names layer '{name}' which model '{spec.name}' does not have")
         if isinstance(old, nn.Conv2d):
             cin, cout, groups = shape
             if [old.in_channels, old.out_channels, old.groups] != shape:
@@ -71,7 +78,7 @@ def build_from_arch(arch: dict[str, Any]) -> nn.Module:
         elif isinstance(old, nn.BatchNorm2d):
             if old.num_features != shape[0]:
                 replace_module(model, name, nn.BatchNorm2d(shape[0], old.eps, old.momentum))
-    set_arch_kwargs(model, {k: arch[k] for k in ("name", "num_classes", "in_chans", "width_mult", "input_size")})
+    set_arch(model, spec)
     return model
 
 
@@ -81,12 +88,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, half: bool = False, **ex
     ``half=True`` stores floating tensors as float16 (for the shipped zoo); they load as float32.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "arch": arch_of(model), "state_dict": state, **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a kill mid-save never leaves a truncated checkpoint
+    # atomic (unique temp + fsync + rename): a kill or a full disk never leaves a truncated checkpoint
+    atomic_torch_save(path, payload)
     return path
 
 
@@ -120,9 +125,41 @@ def read_checkpoint(spec: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "arch" not in payload:
         raise UserError(f"{path} is not an amc-mobile checkpoint (no architecture description); "
                         "create one with 'amc-mobile train' or 'amc-mobile prune'")
-    if payload.get("version", 0) > VERSION:
+    version = payload.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"malformed checkpoint {path}: 'version' must be an integer, got {version!r}")
+    if version > VERSION:
         raise UserError(f"{path} has checkpoint version {payload['version']}; this amc-mobile reads <= {VERSION}")
+    _check_payload(path, payload)
     return payload
+
+
+def _check_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Types of the parts a checkpoint is rebuilt from; a damaged or hand-made file is one line."""
+    def bad(what: str) -> UserError:
+        return UserError(f"malformed checkpoint {path}: {what}")
+
+    arch = payload["arch"]
+    if not isinstance(arch, dict):
+        raise bad(f"'arch' must be a mapping, got {type(arch).__name__}")
+    if not isinstance(arch.get("name"), str):
+        raise bad("'arch' has no model name")
+    shapes = arch.get("shapes", {})
+    if not isinstance(shapes, dict):
+        raise bad(f"'arch.shapes' must be a mapping, got {type(shapes).__name__}")
+    for name, shape in shapes.items():
+        if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+            raise bad(f"layer shape of '{name}' must be 1-3 positive integers, got {shape!r}")
+    if "state_dict" not in payload:
+        raise bad("no 'state_dict' (weights)")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise bad("'state_dict' must map parameter names to tensors")
+    for key in ("data", "metrics", "train_state", "finetune_state"):
+        if key in payload and payload[key] is not None and not isinstance(payload[key], dict):
+            raise bad(f"'{key}' must be a mapping, got {type(payload[key]).__name__}")
 
 
 def load_checkpoint(spec: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -10,7 +10,9 @@ only (no BN, activations, pooling or additions); ``params`` = every parameter of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +34,7 @@ class LayerSpec:
     macs: int
     params: int  # weights + bias of this layer
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -53,7 +55,7 @@ class ModelDescription:
                 return spec
         raise KeyError(name)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "input_size": self.input_size,
             "in_chans": self.in_chans,
@@ -70,6 +72,25 @@ def _first_in_chans(model: nn.Module) -> int:
         if isinstance(m, nn.Linear):
             return m.in_features
     raise ValueError("model has no Conv2d or Linear layer")
+
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], None]
+
+
+def forward_with_hooks(model: nn.Module, hooks: Iterable[tuple[nn.Module, ForwardHook]], in_chans: int,
+                       size: int) -> None:
+    """One no-grad eval-mode pass of a zero ``size`` x ``size`` image with forward ``hooks`` attached
+    (how the model describes itself); hooks are removed and the train/eval mode restored after."""
+    handles = [m.register_forward_hook(h) for m, h in hooks]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
 
 
 def describe_model(model: nn.Module, input_size: int | None = None) -> ModelDescription:
@@ -99,17 +120,8 @@ def describe_model(model: nn.Module, input_size: int | None = None) -> ModelDesc
                 sum(p.numel() for p in mod.parameters(recurse=False)),
             ))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, in_chans, size, size))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, [(m, hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
+                       in_chans, size)
     params = sum(p.numel() for p in model.parameters())
     return ModelDescription(size, in_chans, specs, params)
 

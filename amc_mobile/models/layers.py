@@ -1,8 +1,22 @@
-"""Building blocks shared by the MobileNets."""
+"""Building blocks and initialisation shared by the registered models."""
 
 from __future__ import annotations
 
 from torch import nn
+
+
+def init_weights(model: nn.Module) -> None:
+    """The torchvision initialisation every registered model starts from: Kaiming-normal (fan-out)
+    convolutions, BatchNorm scale 1 / shift 0, classifier N(0, 0.01) with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from amc_mobile.models.layers import ConvBNAct
+from amc_mobile.models.layers import ConvBNAct, init_weights
 from amc_mobile.models.registry import register_model
 
 # (output channels of the pointwise conv, stride of the depthwise conv) for the 13 blocks.
@@ -47,15 +47,7 @@ class MobileNetV1(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(in_ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(self.conv1(x)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from amc_mobile.models.layers import ConvBNAct, make_divisible
+from amc_mobile.models.layers import ConvBNAct, init_weights, make_divisible
 from amc_mobile.models.registry import register_model
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2.
@@ -59,15 +59,7 @@ class MobileNetV2(nn.Module):
         features.append(ConvBNAct(in_ch, self.last_channel, 1))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

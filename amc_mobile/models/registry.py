@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
 from amc_mobile.errors import unknown_name
+from amc_mobile.models.arch import ArchSpec, set_arch
 
 
 @dataclass(frozen=True)
@@ -57,32 +57,16 @@ def create_model(
     width_mult: float = 1.0,
     input_size: int | None = None,
 ) -> nn.Module:
-    """Build a registered model. ``input_size`` is recorded on the model (``model.input_size``)
-    so that self-description and export know the resolution it is meant for."""
+    """Build a registered model. Its :class:`ArchSpec` is attached (``model.arch_spec``, and
+    ``model.input_size``) so that checkpoints, self-description and export know what it is."""
     entry = get_entry(name)
-    model = entry.factory(
-        num_classes=entry.default_num_classes if num_classes is None else num_classes,
-        in_chans=entry.default_in_chans if in_chans is None else in_chans,
-        width_mult=width_mult,
+    spec = ArchSpec(  # validates first: a zero width or class count is one line, not a torch error
+        name=name,
+        num_classes=entry.default_num_classes if num_classes is None else int(num_classes),
+        in_chans=entry.default_in_chans if in_chans is None else int(in_chans),
+        width_mult=float(width_mult),
+        input_size=entry.default_input_size if input_size is None else int(input_size),
     )
-    size = entry.default_input_size if input_size is None else int(input_size)
-    set_arch_kwargs(model, {
-        "name": name,
-        "num_classes": entry.default_num_classes if num_classes is None else int(num_classes),
-        "in_chans": entry.default_in_chans if in_chans is None else int(in_chans),
-        "width_mult": float(width_mult),
-        "input_size": size,
-    })
+    model = entry.factory(num_classes=spec.num_classes, in_chans=spec.in_chans, width_mult=spec.width_mult)
+    set_arch(model, spec)
     return model
-
-
-def set_arch_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> None:
-    """Record the constructor arguments (and ``input_size``) on the model, for checkpoints."""
-    object.__setattr__(model, "arch_kwargs", dict(kwargs))
-    object.__setattr__(model, "input_size", int(kwargs["input_size"]))
-
-
-def arch_kwargs(model: nn.Module) -> dict[str, Any] | None:
-    """The constructor arguments recorded by :func:`create_model` (None for foreign models)."""
-    value = getattr(model, "arch_kwargs", None)
-    return value if isinstance(value, dict) else None

@@ -28,18 +28,14 @@ def load_pruning_data(meta: dict[str, Any] | None, dataset: str | None = None, d
 
     Uses the teacher's class subset and normalisation when the checkpoint records them.
     """
-    from amc_mobile.data import TensorLoader, get_dataset
+    from amc_mobile.data import TensorLoader, teacher_data
 
-    info = dict((meta or {}).get("data") or {})
-    name = dataset or info.get("dataset")
-    if not name:
-        raise UserError("no data set: pass --dataset NAME (the checkpoint does not record one)")
-    classes = info.get("classes") if name == info.get("dataset") else None
-    train = get_dataset(name, data_dir, split="train", classes=classes)
-    held = get_dataset(name, data_dir, split=eval_split, classes=classes)
-    if name == info.get("dataset") and info.get("mean") and info.get("std"):
-        train.mean = held.mean = tuple(info["mean"])
-        train.std = held.std = tuple(info["std"])
+    if calib_images < 1:
+        raise UserError(f"need at least one calibration image (--calib-batches x --calib-batch-size), got {calib_images}")
+    if eval_images is not None and eval_images < 1:
+        raise UserError(f"--eval-images must be a positive integer, got {eval_images}")
+    train = teacher_data(meta, "train", data_dir, dataset)
+    held = teacher_data(meta, eval_split, data_dir, dataset)
     train = train.subset(min(calib_images, len(train)), seed)
     if eval_images is not None and eval_images < len(held):
         held = held.subset(eval_images, seed)

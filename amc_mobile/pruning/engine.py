@@ -79,6 +79,10 @@ class ChannelPruner:
                  solve_dtype: torch.dtype = torch.float32, threads: int | None = 1) -> None:
         if backend not in BACKENDS:
             raise UserError(f"unknown pruning backend '{backend}'; valid: {', '.join(BACKENDS)}")
+        for option, value in (("--calib-batches", calib_batches), ("--calib-batch-size", calib_batch_size),
+                              ("--points-per-image", points_per_image)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{option} must be a positive integer, got {value!r}")
         self.model = model
         self.input_size = int(input_size if input_size is not None else getattr(model, "input_size", 224))
         self.criterion = criterion

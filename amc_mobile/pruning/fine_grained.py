@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +62,7 @@ class SparsityReport:
     def bitmask_bytes(self) -> int:
         return 4 * self.nonzeros + (self.numel + 7) // 8 + 4 * self.other_params
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"sparsity": self.sparsity, "numel": self.numel, "nonzeros": self.nonzeros,
                 "dense_bytes": self.dense_bytes, "csr_bytes": self.csr_bytes,
                 "bitmask_bytes": self.bitmask_bytes,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,7 +69,7 @@ class ChannelGroup:
     def norms(self) -> tuple[str, ...]:
         return self._role("norm")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "width": self.width, "producers": list(self.producers),
                 "consumers": list(self.consumers), "followers": list(self.followers),
                 "norms": list(self.norms)}
@@ -111,7 +112,7 @@ def _failing_layer(model: nn.Module, x: torch.Tensor) -> str | None:
             h.remove()
 
 
-def build_dependency_graph(model: nn.Module, example: torch.Tensor):  # -> tp.DependencyGraph
+def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> Any:  # a tp.DependencyGraph
     """Adapter over torch-pruning: trace ``model`` once; one-line ``UserError`` if it cannot."""
     import torch_pruning as tp
 
@@ -160,7 +161,7 @@ def _check_supported(name: str, m: nn.Module) -> None:
                         "channel pruner does not know how to slice")
 
 
-def groups_from_graph(model: nn.Module, dg, example: torch.Tensor) -> list[ChannelGroup]:
+def groups_from_graph(model: nn.Module, dg: Any, example: torch.Tensor) -> list[ChannelGroup]:
     """Turn torch-pruning's dependency groups into our ordered :class:`ChannelGroup` list."""
     import torch_pruning as tp
 
@@ -174,7 +175,7 @@ def groups_from_graph(model: nn.Module, dg, example: torch.Tensor) -> list[Chann
     out_handlers = (tp.prune_conv_out_channels, tp.prune_linear_out_channels,
                     tp.prune_depthwise_conv_out_channels, tp.prune_batchnorm_out_channels)
     groups: list[ChannelGroup] = []
-    seen: set[frozenset] = set()
+    seen: set[frozenset[tuple[str, str]]] = set()
     for tp_group in dg.get_all_groups(ignored_layers=[last], root_module_types=[nn.Conv2d, nn.Linear]):
         members: dict[tuple[str, str], GroupMember] = {}
         for dep, idxs in tp_group:

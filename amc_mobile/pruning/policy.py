@@ -16,9 +16,29 @@ from typing import Any
 
 from amc_mobile.errors import UserError
 from amc_mobile.pruning.groups import ChannelGroup
+from amc_mobile.records import reject_unknown
+from amc_mobile.storage import atomic_write_json
 
 SCHEMA_VERSION = 1
 DEFAULT_MULTIPLE = 8
+
+
+def _int_value(value: Any, key: str, source: str, minimum: int = 1, group: str | None = None) -> int:
+    """An integer >= ``minimum`` from JSON (``8`` or ``8.0``); NaN, text, booleans are one line."""
+    where = f"group '{group}': {key}" if group else f"'{key}'"
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or int(value) != value):
+        raise UserError(f"{source}: {where} must be an integer, got {value!r}")
+    if value < minimum:
+        raise UserError(f"{source}: {where} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _int_list(data: dict[str, Any], key: str, source: str, names: list[str]) -> list[int]:
+    values = data[key]
+    if not isinstance(values, list):
+        raise UserError(f"{source}: '{key}' must be a list of integers, got {type(values).__name__}")
+    return [_int_value(v, key, source, group=names[i] if i < len(names) else None) for i, v in enumerate(values)]
 
 
 def round_channels(full_width: int, keep_ratio: float, multiple: int = DEFAULT_MULTIPLE) -> int:
@@ -60,10 +80,7 @@ class PruningPolicy:
                 "extra": self.extra}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "policy") -> PruningPolicy:
@@ -72,35 +89,47 @@ class PruningPolicy:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(f"{source}: policy schema_version {version!r}; this amc-mobile reads {SCHEMA_VERSION}")
-        known = {"schema_version", "model", "input_size", "group_names", "full_widths", "keep_channels",
-                 "keep_ratios", "multiple", "extra"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{source}: unknown policy key(s): {', '.join(unknown)}")
+        reject_unknown(data, cls, source, allowed=("schema_version", "keep_ratios"), what="policy key")
         missing = [k for k in ("model", "group_names", "full_widths") if k not in data]
         if missing:
             raise UserError(f"{source}: policy lacks {', '.join(missing)}")
-        names, widths = list(data["group_names"]), [int(w) for w in data["full_widths"]]
+        if not isinstance(data["model"], str) or not data["model"]:
+            raise UserError(f"{source}: 'model' must be a model name, got {data['model']!r}")
+        names = data["group_names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{source}: 'group_names' must be a list of strings")
+        widths = _int_list(data, "full_widths", source, names)
         if len(names) != len(widths):
             raise UserError(f"{source}: {len(names)} group names but {len(widths)} full widths")
-        multiple = int(data.get("multiple", DEFAULT_MULTIPLE))
+        multiple = _int_value(data.get("multiple", DEFAULT_MULTIPLE), "multiple", source)
+        input_size = _int_value(data.get("input_size", 0), "input_size", source, minimum=0)
+        extra = data.get("extra", {})
+        if not isinstance(extra, dict):
+            raise UserError(f"{source}: 'extra' must be a JSON object, got {type(extra).__name__}")
         if "keep_channels" in data:
-            keep = [int(k) for k in data["keep_channels"]]
+            keep = _int_list(data, "keep_channels", source, names)
+            if len(keep) != len(names):
+                raise UserError(f"{source}: {len(keep)} keep counts for {len(names)} groups")
+            for name, w, k in zip(names, widths, keep, strict=True):
+                if k > w:
+                    raise UserError(f"{source}: group '{name}': {k} channels is above its full width {w}")
         elif "keep_ratios" in data:
-            ratios = list(data["keep_ratios"])
+            ratios = data["keep_ratios"]
+            if not isinstance(ratios, list):
+                raise UserError(f"{source}: 'keep_ratios' must be a list of numbers")
             if len(ratios) != len(names):
                 raise UserError(f"{source}: {len(ratios)} keep ratios for {len(names)} groups")
             keep = []
             for name, w, r in zip(names, widths, ratios, strict=True):
-                if not 0.0 < float(r) <= 1.0:
-                    raise UserError(f"{source}: group '{name}': keep ratio {r} is outside (0, 1]")
+                if (isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r)
+                        or not 0.0 < float(r) <= 1.0):
+                    raise UserError(f"{source}: group '{name}': keep ratio {r!r} is outside (0, 1]")
                 keep.append(round_channels(w, float(r), multiple))
         else:
             raise UserError(f"{source}: policy has neither keep_channels nor keep_ratios")
         if len(keep) != len(names):
             raise UserError(f"{source}: {len(keep)} keep counts for {len(names)} groups")
-        return cls(str(data["model"]), int(data.get("input_size", 0)), names, widths, keep, multiple,
-                   dict(data.get("extra", {})))
+        return cls(str(data["model"]), input_size, list(names), widths, keep, multiple, dict(extra))
 
     @classmethod
     def load(cls, path: str | Path) -> PruningPolicy:
