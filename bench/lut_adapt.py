@@ -48,7 +48,7 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
     build: dict = {}
     if args.own_dir:
         own_path = default_table_path(Path(args.own_dir) / device, require_arch(model), size)
-        build = profile_table(prof, model, own_path, input_size=size, points=args.points)
+        build = profile_table(prof, model, own_path, input_size=size, points=args.points).to_dict()
         own = LatencyTable.load(own_path)
         print(f"[{device} {model_name}] own table {own_path}: {build['grid_points']} points, {build['new_rows']} "
               f"measured now in {build['seconds']:.0f} s", flush=True)

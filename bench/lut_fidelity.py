@@ -73,8 +73,8 @@ def run_one(device: str, model_name: str, args: argparse.Namespace, log: list[st
     points = args.points if device != "host-tflite" else args.points_tflite
     t0 = time.perf_counter()
     summary = profile_table(prof, model, table_path, input_size=size, points=points)
-    print(f"[{device} {model_name}] table {table_path}: {summary['grid_points']} grid points of "
-          f"{summary['full_grid_points']} ({summary['new_rows']} measured now, {time.perf_counter() - t0:.0f} s)",
+    print(f"[{device} {model_name}] table {table_path}: {summary.grid_points} grid points of "
+          f"{summary.full_grid_points} ({summary.new_rows} measured now, {time.perf_counter() - t0:.0f} s)",
           flush=True)
     table = LatencyTable.load(table_path)
     groups = find_groups(model, size)
@@ -82,9 +82,9 @@ def run_one(device: str, model_name: str, args: argparse.Namespace, log: list[st
     print(f"[{device} {model_name}] measuring {len(configs)} models, {args.rounds} rounds", flush=True)
     measured = measure_models(prof, model, size, configs, rounds=args.rounds, seed=7)
     res = evaluate(table, measured, device, model_name)
-    res.update({"table_grid_points": summary["grid_points"], "table_full_grid_points": summary["full_grid_points"],
-                "table_new_rows": summary["new_rows"], "table_build_seconds": summary["seconds"],
-                "table_build_cpu_seconds": summary.get("cpu_seconds"), "table_path": str(table_path)})
+    res.update({"table_grid_points": summary.grid_points, "table_full_grid_points": summary.full_grid_points,
+                "table_new_rows": summary.new_rows, "table_build_seconds": summary.seconds,
+                "table_build_cpu_seconds": summary.cpu_seconds, "table_path": str(table_path)})
     line = (f"[{device} {model_name}] median |err| {100 * res['median_abs_err']:.1f}%  within +-10% "
             f"{100 * res['within_10pct']:.0f}%  | noise floor (round-to-round) median {100 * res['noise_floor_median_abs']:.1f}%"
             f", within +-10% {100 * res['noise_within_10pct']:.0f}%  | ms-based median |err| "

@@ -59,7 +59,7 @@ def main() -> None:
                           progress=lambda d, t, n=staged.name: print(f"\r{n}: {d}/{t}", end="", flush=True))
         table = LatencyTable.load(staged)
         val, _ = validate_table(table, prof, net, arch.input_size, 4)
-        print(f"\n{staged.name}: {s['rows']} rows ({s['new_rows']} now, {time.perf_counter() - t0:.0f} s); "
+        print(f"\n{staged.name}: {s.rows} rows ({s.new_rows} now, {time.perf_counter() - t0:.0f} s); "
               f"validation: median |err| {100 * val['median_abs_error']:.1f}% (ratios "
               f"{100 * val['ratio_median_abs_error']:.1f}%), worst {100 * val['worst_abs_error']:.1f}%", flush=True)
         dest.mkdir(parents=True, exist_ok=True)

@@ -455,7 +455,7 @@ def test_phone_table_resumes_after_a_stop(device: LoopbackAdbDevice, assets: dic
     profile = load_profile(str(_profile_yaml(device, assets, tmp_path)))
     model = create_model("mobilenet_v1_cifar", width_mult=0.25)
     out = tmp_path / "phone-table.csv"
-    assert profile_table(profile, model, out, points=2, max_rows=1, calibration=None)["new_rows"] == 1
+    assert profile_table(profile, model, out, points=2, max_rows=1, calibration=None).new_rows == 1
     meta = read_meta(out)
     ident = meta["device"]["identity"]
     assert ident["model"] == "Pixel" and ident["core_mask"] == "c" and ident["cpu_max_freq_khz"] == [1593600, 1593600,
@@ -465,7 +465,7 @@ def test_phone_table_resumes_after_a_stop(device: LoopbackAdbDevice, assets: dic
     device.faults.thermal_status = 1
     device.fs.write_text("/sys/devices/system/cpu/cpu2/cpufreq/scaling_cur_freq", "1824000\n")
     again = profile_table(profile, model, out, points=2, max_rows=1, calibration=None)  # must not refuse
-    assert (again["new_rows"], again["rows"]) == (1, 2)
+    assert (again.new_rows, again.rows) == (1, 2)
     rows = out.read_text().strip().splitlines()
     assert len(rows) == 3  # header + the first run's row + one more: resumed, nothing duplicated
     assert "thermal_status=0" in rows[1] and "thermal_status=1" in rows[2] and "1824000" in rows[2]

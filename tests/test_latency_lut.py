@@ -52,7 +52,7 @@ def test_profile_resumes_after_interruption_with_exact_row_accounting(tmp_path, 
     prof, model, out = fake_profile, _tiny(), tmp_path / "t.csv"
     total = sum(len(g.cin) * len(g.cout) for g in plan_grid(units_of(describe_model(model), []), 8, 3))
     first = profile_table(prof, model, out, granularity=8, points=3, max_rows=7, batch_rows=3, calibration=None)
-    assert first["new_rows"] == 7
+    assert first.new_rows == 7
     head = pd.read_csv(out)
     assert len(head) == 7
 
@@ -72,11 +72,13 @@ def test_profile_resumes_after_interruption_with_exact_row_accounting(tmp_path, 
 
     rest = profile_table(prof, model, out, granularity=8, points=3, batch_rows=3, calibration=None)
     df = pd.read_csv(out)
-    assert rest["new_rows"] == total - 13 and rest["rows"] == len(df) == total
+    assert rest.new_rows == total - 13 and rest.rows == len(df) == total
     assert not df.duplicated(["slot", "cin", "cout"]).any()
     pd.testing.assert_frame_equal(df.head(7), head)
     again = profile_table(prof, model, out, granularity=8, points=3, calibration=None)
-    assert again["new_rows"] == 0
+    assert again.new_rows == 0
+    record = json.loads(json.dumps(again.to_dict()))  # the record benches write as JSON
+    assert (record["rows"], record["grid_points"], record["path"]) == (total, total, str(out))
 
 
 def test_resume_with_another_model_is_one_line(tmp_path, fake_profile) -> None:

@@ -201,7 +201,7 @@ def test_resume_ignores_live_readings_and_tuples(devices: Path) -> None:
     profile_table(prof, _tiny(), out, points=2, max_rows=3, calibration=None)
     rest = profile_table(prof, _tiny(), out, points=2, calibration=None)
     df = pd.read_csv(out)
-    assert rest["rows"] == len(df) and not df.duplicated(["slot", "cin", "cout"]).any()
+    assert rest.rows == len(df) and not df.duplicated(["slot", "cin", "cout"]).any()
     assert df["live"].nunique() > 1  # live readings recorded per row, never compared
 
 

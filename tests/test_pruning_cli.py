@@ -116,3 +116,23 @@ def test_malformed_policy_json_is_one_line(edit: dict, message: str, tmp_path,
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and "\n" not in err and "Traceback" not in err, err
     assert not (tmp_path / "b.pt").exists()
+
+
+# --- the library call behind the command ----------------------------------------------------------
+def test_prune_model_library_call_matches_its_checkpoint(tmp_path) -> None:
+    from amc_mobile.errors import UserError
+    from amc_mobile.models import create_model
+    from amc_mobile.pruning import PruneConfig, prune_model
+
+    net = create_model("mobilenet_v1_cifar", width_mult=0.5)
+    res = prune_model(net, {}, PruneConfig(channels="8,16,32,32,64,64,128,128,128,128,128,128,256,256"),
+                      tmp_path / "p.pt")
+    pruned, meta = load_checkpoint(res.out)
+    assert res.keep_channels == tuple(meta["pruning"]["keep_channels"])
+    assert res.after.macs == describe_model(pruned, 32).macs < res.before.macs
+    assert res.reconstruct_skipped and not res.reconstructed and res.metrics_after is None  # no data given
+    assert meta["parent"] == "mobilenet_v1_cifar"
+    with pytest.raises(UserError, match="exactly one of"):
+        PruneConfig()
+    with pytest.raises(UserError, match="unknown criterion"):
+        PruneConfig(uniform=0.5, criterion="l3")

@@ -122,6 +122,8 @@ def profile(
                                       progress=bar)
             bar.close()
             _say(_sharded_line(summary))
+            _say(_grid_line(summary["path"], summary["rows"], summary["grid_points"], summary["new_rows"],
+                            summary["seconds"], summary["full_grid_points"]))
         elif out is None:
             from amc_mobile.latency.store import ensure_table
 
@@ -137,14 +139,19 @@ def profile(
             from amc_mobile.latency.profiling import profile_table
 
             prof = _usable_profile(device)
-            summary = profile_table(prof, net, out, input_size=size, granularity=granularity, points=points,
-                                    max_rows=max_rows, settings_overrides={"repeats": repeats},
-                                    calibration=None if calibration < 0 else calibration, progress=bar)
+            res = profile_table(prof, net, out, input_size=size, granularity=granularity, points=points,
+                                max_rows=max_rows, settings_overrides={"repeats": repeats},
+                                calibration=None if calibration < 0 else calibration, progress=bar)
+            bar.close()
+            _say(_grid_line(res.path, res.rows, res.grid_points, res.new_rows, res.seconds, res.full_grid_points))
     finally:
         bar.close()
-    _say(f"{summary['path']}: {summary['rows']}/{summary['grid_points']} grid points "
-         f"({summary['new_rows']} measured now in {summary['seconds']:.0f} s); the full grid would be "
-         f"{summary['full_grid_points']} points ({100 * summary['grid_points'] / summary['full_grid_points']:.1f}% measured)")
+
+
+def _grid_line(path: str, rows: int, grid_points: int, new_rows: int, seconds: float, full_grid_points: int) -> str:
+    """One line on how far a table's grid is measured (local or sharded profiling)."""
+    return (f"{path}: {rows}/{grid_points} grid points ({new_rows} measured now in {seconds:.0f} s); the full grid "
+            f"would be {full_grid_points} points ({100 * grid_points / full_grid_points:.1f}% measured)")
 
 
 def _sharded_line(summary: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,24 @@ from amc_mobile.storage import (
 from amc_mobile.threads import torch_threads
 
 _RESUME_KEYS = ("model", "granularity", "points", "profile", "reference")
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """What one :func:`profile_table` call did: rows measured now and in all, grid sizes, time taken."""
+
+    path: str  # the table CSV
+    new_rows: int  # grid rows measured by this call
+    rows: int  # grid rows in the table now
+    grid_points: int  # rows of the complete (sub-sampled) grid
+    full_grid_points: int  # rows a grid of every ``granularity`` step would have
+    calibration_rows_new: int  # whole-model calibration configs measured by this call
+    seconds: float  # wall time of this call
+    cpu_seconds: float  # process CPU time of this call
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (benches record them)."""
+        return asdict(self)
 
 
 def axis_points(max_c: int, granularity: int, points: int, fixed: bool = False) -> tuple[list[int], int]:
@@ -275,14 +293,14 @@ def _scratch_dir(stem: str) -> Path:
 def profile_table(profile: Any, model: nn.Module, out_csv: str | Path, *, input_size: int | None = None,
                   granularity: int = 8, points: int = 5, batch_rows: int = 6, max_rows: int | None = None,
                   settings_overrides: dict[str, Any] | None = None, calibration: int | None = 4,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[int, int], None] | None = None) -> ProfileResult:
     """Measure (or resume measuring) the table of ``model`` on ``profile``'s device into ``out_csv``.
 
     Resumable: rows already in ``out_csv`` are skipped; rows are appended as each batch finishes.
     ``max_rows`` stops after that many new rows (tests, budgets). ``progress(done, total)`` is called
     after each batch. Once the grid is complete, whole-model calibration configurations (4 uniform +
     ``calibration`` random + up to 2 block-removed; None: none) are measured into ``<name>.calib.csv``.
-    Returns a summary (rows measured now, total, grid sizes, seconds).
+    Returns what was done (rows measured now, total, grid sizes, seconds) as a :class:`ProfileResult`.
     """
     with torch_threads(1):
         return _profile_table(profile, model, Path(out_csv), input_size, granularity, points, batch_rows, max_rows,
@@ -326,7 +344,7 @@ def _batches(todo: Sequence[tuple[str, int, int]], n: int) -> Iterator[Sequence[
 
 def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: int | None, granularity: int,
                    points: int, batch_rows: int, max_rows: int | None, settings_overrides: dict[str, Any] | None,
-                   calibration: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+                   calibration: int | None, progress: Callable[[int, int], None] | None) -> ProfileResult:
     from amc_mobile.latency.protocol import Protocol, ProtocolSettings
     from amc_mobile.latency.table import read_meta
 
@@ -388,9 +406,9 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
         backend.close()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-    return {"path": str(out_csv), "new_rows": new_rows, "rows": len(done) + new_rows, "grid_points": total,
-            "full_grid_points": sum(g.full_points for g in grids), "calibration_rows_new": calib_new,
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0}
+    return ProfileResult(path=str(out_csv), new_rows=new_rows, rows=len(done) + new_rows, grid_points=total,
+                         full_grid_points=sum(g.full_points for g in grids), calibration_rows_new=calib_new,
+                         seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - cpu0)
 
 
 def _profile_calibration(proto: Any, backend: Any, model: nn.Module, desc: ModelDescription, residual: list[str],

@@ -140,8 +140,8 @@ def _build(profile: Any, model: nn.Module, input_size: int, path: Path, log: Log
                     p.replace(p.with_name(f"{p.name}.replaced-{stamp}"))
     log(f"profiling {path.name} on {profile.name} into the user store ({path.parent}); resumable")
     summary = profile_table(profile, model, path, input_size=input_size, progress=progress, **(options or {}))
-    log(f"{path}: {summary['rows']}/{summary['grid_points']} grid points ({summary['new_rows']} measured now "
-        f"in {summary['seconds']:.0f} s)")
+    log(f"{path}: {summary.rows}/{summary.grid_points} grid points ({summary.new_rows} measured now "
+        f"in {summary.seconds:.0f} s)")
     return LatencyTable.load(path)
 
 
