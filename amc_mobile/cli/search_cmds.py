@@ -192,64 +192,46 @@ search.__signature__ = inspect.Signature(_option_params())  # type: ignore[attr-
 search.__annotations__ = {p.name: p.annotation for p in inspect.signature(search).parameters.values()}
 
 
-def finetune(
-    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Pruned student checkpoint (e.g. OUT/pruned.pt)."),
-    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher checkpoint file or zoo:NAME."),
-    epochs: int = typer.Option(5, "--epochs", "-e", help="Passes over the training split."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory (last.pt, final.pt, metrics.json)."),
-    lam: float = typer.Option(0.7, "--lambda", help="Weight of the soft (teacher) loss, DDC eq. 12."),
-    temperature: float = typer.Option(4.0, "--temperature", "-T", help="Softmax temperature of the soft loss."),
-    lr: float = typer.Option(0.02, "--lr", help="Peak learning rate (SGD, cosine decay)."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Images per step."),
-    max_train_images: int = typer.Option(0, "--max-train-images", help="Use a seeded subset (0: all)."),
-    seed: int = typer.Option(0, "--seed"),
-    data_dir: str = typer.Option(None, "--data-dir", help="Directory holding the data set."),
-    test: bool = typer.Option(False, "--test", help="Also report accuracy on the test split."),
-    resume: bool = typer.Option(False, "--resume", help="Continue after the last finished epoch in --out."),
-    classes: str = typer.Option(None, "--classes", help="Class subset (as in 'amc-mobile search --classes'): "
-                                "the teacher's logits are cut to these classes [default: the student's "
-                                "recorded classes when they are a subset of the teacher's]."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Fine-tune a pruned model with knowledge distillation from its teacher (DDC)."""
-    from amc_mobile.data import Dataset, teacher_data
+def _finetune_params() -> list[inspect.Parameter]:
+    """Options of ``finetune``: the run's own, then FinetuneConfig's fields (their help and defaults)."""
     from amc_mobile.distill import FinetuneConfig
-    from amc_mobile.distill import finetune as run_finetune
-    from amc_mobile.errors import UserError
-    from amc_mobile.models.arch import require_arch
-    from amc_mobile.models.checkpoint import load_checkpoint
-    from amc_mobile.search.subset import subset_teacher, teacher_classes
+    from amc_mobile.options import cli_parameters
 
-    student, meta = load_checkpoint(checkpoint)
-    teacher_model, tmeta = load_checkpoint(teacher)
-    student_classes = (meta.get("data") or {}).get("classes")
-    if classes is None and student_classes and tmeta.get("data"):
-        t_names = teacher_classes(tmeta, data_dir)
-        if list(student_classes) != t_names and set(student_classes) <= set(t_names):
-            classes = [str(t_names.index(c)) for c in student_classes]  # a subset search's pruned.pt
-    if classes:
-        teacher_model, tmeta, names = subset_teacher(teacher_model, tmeta, classes, data_dir)
-        if student_classes and len(student_classes) == len(names) and list(student_classes) != names:
-            raise UserError(f"{checkpoint} was searched/trained for classes {', '.join(student_classes)}, not "
-                            f"{', '.join(names)} (same classes in the same order are needed)")
-        meta = {**meta, "data": {**(meta.get("data") or tmeta["data"]), "classes": names}}
-    n_student, n_teacher = require_arch(student).num_classes, require_arch(teacher_model).num_classes
-    if n_student != n_teacher:
-        raise UserError(f"the student has {n_student} outputs but the teacher has "
-                        f"{n_teacher}; pass --classes to cut the teacher to the "
-                        "student's classes")
-    info = meta.get("data") or tmeta.get("data") or {}
-    if not info.get("dataset"):
-        raise UserError(f"{checkpoint} does not record its data set")
-    data_meta = {**meta, "data": info}
+    def option(name: str, kind: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:  # noqa: A002
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                 default=typer.Option(default, *decls, help=help))
 
-    def split(name: str) -> Dataset:
-        return teacher_data(data_meta, name, data_dir)
+    return [
+        option("checkpoint", str, ..., "--checkpoint", "-c", help="Pruned student checkpoint (e.g. OUT/pruned.pt)."),
+        option("teacher", str, ..., "--teacher", "-t", help="Teacher checkpoint file or zoo:NAME."),
+        option("out", str, ..., "--out", "-o", help="Output directory (last.pt, final.pt, metrics.json)."),
+        *cli_parameters(FinetuneConfig),
+        option("data_dir", Optional[str], None, "--data-dir", help="Directory holding the data set."),  # noqa: UP045
+        option("test", bool, False, "--test", help="Also report accuracy on the test split."),
+        option("resume", bool, False, "--resume",
+               help="Continue the run in --out after its last finished epoch (same student, teacher, data and "
+                    "settings). Without it an existing run in --out is refused."),
+        option("classes", Optional[str], None, "--classes",  # noqa: UP045
+               help="Class subset (as in 'amc-mobile search --classes'): the teacher's logits are cut to these "
+                    "classes [default: the student's recorded classes when they are a subset of the teacher's]."),
+        option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar."),
+    ]
 
-    cfg = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, lam=lam, temperature=temperature, seed=seed,
-                         max_train_images=max_train_images)
-    metrics = run_finetune(student, teacher_model, split("train"), split("val"), out, cfg,
-                           test_data=split("test") if test else None, resume=resume, progress=progress,
-                           log=lambda m: console.print(m, markup=False, highlight=False), command=_command_line())
-    console.print(f"fine-tuned model: {out}/final.pt (val top-1 {metrics['final_val_top1']:.2f}%)",
+
+def finetune(**options: Any) -> None:
+    """Fine-tune a pruned model with knowledge distillation from its teacher (DDC)."""
+    from amc_mobile.distill import FinetuneConfig, finetune_checkpoint
+    from amc_mobile.options import config_from_options
+
+    run = {k: options.pop(k) for k in ("checkpoint", "teacher", "out", "data_dir", "test", "resume", "classes",
+                                       "progress")}
+    cfg = config_from_options(FinetuneConfig, options)  # validated before anything is loaded
+    metrics = finetune_checkpoint(run["checkpoint"], run["teacher"], run["out"], cfg, data_dir=run["data_dir"],
+                                  classes=run["classes"], test=run["test"], resume=run["resume"],
+                                  progress=run["progress"], command=_command_line(),
+                                  log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(f"fine-tuned model: {run['out']}/final.pt (val top-1 {metrics['final_val_top1']:.2f}%)",
                   markup=False, highlight=False)
+
+
+finetune.__signature__ = inspect.Signature(_finetune_params())  # type: ignore[attr-defined]

@@ -2,5 +2,6 @@
 
 from amc_mobile.distill.finetune import FinetuneConfig, finetune
 from amc_mobile.distill.loss import kd_loss
+from amc_mobile.distill.run import finetune_checkpoint
 
-__all__ = ["FinetuneConfig", "finetune", "kd_loss"]
+__all__ = ["FinetuneConfig", "finetune", "finetune_checkpoint", "kd_loss"]
