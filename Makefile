@@ -49,13 +49,16 @@ data:
 
 # The main job on the built-in default: latency table for the shipped teacher on this CPU,
 # a latency-aware AMC search to 50% of its measured latency, then a short KD fine-tune.
+# Results go to the per-user data dir (not the checkout): QS_OUT=DIR to choose another place.
 quickstart: install data
-	$(BIN)/amc-bench profile --device host-cpu --checkpoint zoo:mobilenet_v1-fmnist
+	@out="$${QS_OUT:-$$($(BIN)/python -c 'from amc_mobile.storage import user_data_dir; print(user_data_dir() / "runs" / "quickstart")')}"; \
+	set -e; echo "quickstart results: $$out"; \
+	$(BIN)/amc-bench profile --device host-cpu --checkpoint zoo:mobilenet_v1-fmnist; \
 	$(BIN)/amc-mobile search --checkpoint zoo:mobilenet_v1-fmnist --device host-cpu \
-		--latency-budget 50% --episodes $(EPISODES) --out runs/quickstart
-	$(BIN)/amc-mobile finetune --checkpoint runs/quickstart/pruned.pt \
+		--latency-budget 50% --episodes $(EPISODES) --out "$$out"; \
+	$(BIN)/amc-mobile finetune --checkpoint "$$out/pruned.pt" \
 		--teacher zoo:mobilenet_v1-fmnist --epochs 1 --max-train-images 10000 --test \
-		--out runs/quickstart/finetuned --resume
+		--out "$$out/finetuned" --resume
 
 test: install data
 	$(BIN)/python -m pytest -m "not slow" -q
