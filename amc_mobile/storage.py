@@ -135,6 +135,23 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed (plots are written once)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def atomic_write_figure(path: str | Path, fig: Any, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as a PNG through :func:`atomic_write_bytes` (closes the figure)."""
+    return atomic_write_bytes(path, figure_png(fig, dpi))
+
+
 def append_line(path: str | Path, line: str) -> None:
     """Append one complete line and fsync it (CSV rows of a resumable table). Caller holds the lock."""
     p = Path(path)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amc_mobile.storage import atomic_write_bytes, atomic_write_text
+from amc_mobile.storage import atomic_write_bytes, atomic_write_text, figure_png
 
 if TYPE_CHECKING:
     from amc_mobile.farm.run import DeviceResult
@@ -80,7 +79,4 @@ def _plot_png(results: list[DeviceResult], spec: FarmSpec) -> bytes:
     ax.set_title(f"farm '{spec.name}'")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=120)

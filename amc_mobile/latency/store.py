@@ -30,7 +30,7 @@ from amc_mobile.errors import UserError
 from amc_mobile.latency.fingerprint import describe_differences, differences
 from amc_mobile.latency.table import LatencyTable, calib_path, meta_path, table_stem
 from amc_mobile.models.arch import require_arch
-from amc_mobile.storage import ExclusiveLock, atomic_write_json, safe_name, user_data_dir
+from amc_mobile.storage import ExclusiveLock, atomic_write_figure, atomic_write_json, safe_name, user_data_dir
 
 Log = Callable[[str], None]
 
@@ -361,7 +361,6 @@ def _plot_validation(rep: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from amc_mobile.storage import atomic_write_bytes
 
     rows = rep["per_config"]
     xs = [r["measured_ms"] for r in rows]
@@ -384,12 +383,7 @@ def _plot_validation(rep: dict[str, Any], path: Path) -> Path:
                  f"noise {100 * rep.get('noise_floor', float('nan')):.1f}%", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_figure(path, fig)
 
 
 def clean_caches(cache: bool = True, scratch: bool = True) -> dict[str, Any]:

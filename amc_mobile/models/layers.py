@@ -5,16 +5,17 @@ from __future__ import annotations
 from torch import nn
 
 
-def init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module, linear: bool = True) -> None:
     """The torchvision initialisation every registered model starts from: Kaiming-normal (fan-out)
-    convolutions, BatchNorm scale 1 / shift 0, classifier N(0, 0.01) with zero bias."""
+    convolutions, BatchNorm scale 1 / shift 0, classifier N(0, 0.01) with zero bias (``linear=False``
+    keeps nn.Linear's default, as torchvision's ResNet does)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) and linear:
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amc_mobile.models.layers import init_weights
 from amc_mobile.models.registry import register_model
 
 STAGES: tuple[tuple[int, int], ...] = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, first stride)
@@ -63,12 +64,7 @@ class ResNet(nn.Module):
         self.layer4: nn.Sequential
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear=False)  # torchvision's ResNet keeps nn.Linear's default init
         for m in self.modules():  # zero-init the last BN of each block: blocks start as identities
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)

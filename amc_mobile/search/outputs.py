@@ -26,7 +26,7 @@ import numpy as np
 
 from amc_mobile.search.budgets import format_cost
 from amc_mobile.search.problem import Problem
-from amc_mobile.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from amc_mobile.storage import atomic_write_figure, atomic_write_json, atomic_write_text
 
 SUMMARY_SCHEMA = 2
 MEASURED_TOLERANCE = 1.05  # a final model may measure at most 5% over its latency budget
@@ -343,7 +343,4 @@ def plot_search(rows: Sequence[dict[str, Any]], problem: Problem, path: Path, be
     a2.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{problem.arch.name}: {problem.inputs.method} search")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)

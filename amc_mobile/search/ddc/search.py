@@ -760,9 +760,6 @@ def _plot(iterations: Sequence[dict[str, Any]], students: Sequence[dict[str, Any
     spec_name = getattr(problem.teacher, "arch_spec", None)
     fig.suptitle(f"{getattr(spec_name, 'name', 'model')}: DDC block removal")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    from amc_mobile.storage import atomic_write_bytes
+    from amc_mobile.storage import atomic_write_figure
 
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
