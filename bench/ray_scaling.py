@@ -130,9 +130,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 s = profile_sharded(model, net, tmp / f"{model}.csv", address=address, input_size=args.resolution,
                                     points=args.points, batch_rows=2, calibration=None, tolerance=100.0)
                 out[f"profile_{phones}_phone_s"] = time.perf_counter() - t0
-                out[f"profile_{phones}_phone_rows"] = s["rows"]
+                out[f"profile_{phones}_phone_rows"] = s.rows
                 print(f"profile on {phones} phone(s): {s['rows']} rows in {out[f'profile_{phones}_phone_s']:.1f} s "
-                      f"({s['devices']})", flush=True)
+                      f"({s.summary_line()})", flush=True)
             out["profile_ratio_2_vs_1"] = out["profile_2_phone_s"] / out["profile_1_phone_s"]
 
             torch.manual_seed(0)

@@ -79,8 +79,8 @@ class Cluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = {**os.environ, "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
-                    "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0"}
+        self.env = {**os.environ, "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+                    "RAY_health_check_failure_threshold": "5", "RAY_health_check_initial_delay_ms": "0"}
 
     def start(self, node: str, args: list[str]) -> None:
         log = open(self.tmp / f"{node}.log", "wb")  # noqa: SIM115 - the node's output, read on failure
@@ -211,6 +211,92 @@ def test_parallel_evaluation_equals_serial(cluster: Cluster) -> None:
     assert [r.loss for r in parallel] == pytest.approx([r.loss for r in serial], rel=1e-6)
 
 
+@inner
+def test_search_cli_with_workers_equals_serial(cluster: Cluster, toy: Path, tmp_path: Path) -> None:
+    """``amc-mobile search --workers 2`` as a user runs it: on the cluster (``--ray HEAD:PORT``) for the
+    AMC agent's top-k re-scoring, on an embedded Ray (the default) for the greedy baseline's per-step
+    candidates; every episode, the final pick and the saved model equal the serial run's."""
+    import pandas as pd
+    import torch
+
+    common = ["--checkpoint", str(toy), "--flops-budget", "50%", "--val-size", "100", "--bn-images", "50",
+              "--no-progress", "--no-measure"]
+    runs = {
+        "amc-serial": ["--episodes", "4", "--warmup", "2", "--workers", "1"],
+        "amc-ray": ["--episodes", "4", "--warmup", "2", "--workers", "2", "--ray", cluster.address],
+        "greedy-serial": ["--method", "greedy", "--workers", "1"],
+        "greedy-ray": ["--method", "greedy", "--workers", "2"],
+    }
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import conftest; "
+            "conftest.register_toy(Path(sys.argv[2])); from amc_mobile.cli.common import run_app; "
+            "from amc_mobile.cli.main import app; sys.exit(run_app(app, sys.argv[3:]))")
+    runs = {k: v for k, v in runs.items() if k in os.environ.get("T_RUNS", ",".join(runs)).split(",")}
+    for name, extra in runs.items():  # each its own process, as a user runs it (the toy data set registered)
+        args = ["search", *common, *extra, "--out", str(tmp_path / name)]
+        proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(toy.parent / "data"), *args],
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, name + ": " + proc.stdout[-2000:] + proc.stderr[-2000:]
+    for method in ("amc", "greedy"):
+        if f"{method}-ray" not in runs:
+            continue
+        a, b = tmp_path / f"{method}-serial", tmp_path / f"{method}-ray"
+        ea, eb = pd.read_csv(a / "episodes.csv"), pd.read_csv(b / "episodes.csv")
+        assert list(ea["keep_channels"]) == list(eb["keep_channels"]), method
+        assert ea["reward"].tolist() == pytest.approx(eb["reward"].tolist()), method
+        sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
+        assert sa["best_episode"] == sb["best_episode"] and sa["final"] == sb["final"], method
+        wa = torch.load(a / "pruned.pt", weights_only=True)["state_dict"]
+        wb = torch.load(b / "pruned.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), method
+
+
+def test_ray_auth_tokens_between_driver_and_head(tmp_path: Path) -> None:
+    """A driver host with an auth token joins a head that runs without tokens; a driver without the
+    head's token, or with another one, is refused in one line. Runs its own heads in a loopback-only namespace."""
+    pytest.importorskip("ray")
+    if IN_NETNS:
+        pytest.skip("runs its own namespace from the outer run")
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root with unshare and ip to make a loopback-only network namespace")
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    driver = ("import sys\n"
+              "from amc_mobile.distributed.cluster import ray_session\n"
+              "from amc_mobile.errors import UserError\n"
+              "try:\n"
+              "    with ray_session(sys.argv[1]) as ray:\n"
+              "        print('JOINED', int(ray.cluster_resources()['CPU']))\n"
+              "except UserError as exc:\n"
+              "    print('REFUSED', exc)\n")
+    (tmp_path / "driver.py").write_text(driver)
+    script = f"""
+ip link set lo up
+export RAY_USAGE_STATS_ENABLED=0
+mkdir -p {tmp_path}/head1 {tmp_path}/head2 {tmp_path}/tok/.ray {tmp_path}/none
+head() {{ HOME=$1 RAY_AUTH_MODE=$2 {ray_bin} start --head --port $3 --num-cpus 1 --object-store-memory 80000000 \
+  --include-dashboard false --node-ip-address 127.0.0.1 > {tmp_path}/head$3.log 2>&1 || cat {tmp_path}/head$3.log; }}
+stop() {{ HOME=$1 {ray_bin} stop --force > /dev/null 2>&1; }}
+mkdir -p {tmp_path}/head2/.ray
+printf '%s' 0123456789abcdef0123456789abcdef > {tmp_path}/tok/.ray/auth_token
+printf '%s' fedcba9876543210fedcba9876543210 > {tmp_path}/head2/.ray/auth_token
+head {tmp_path}/head1 disabled 6391
+HOME={tmp_path}/tok {sys.executable} {tmp_path}/driver.py 127.0.0.1:6391
+stop {tmp_path}/head1
+head {tmp_path}/head2 token 6392
+HOME={tmp_path}/none {sys.executable} {tmp_path}/driver.py 127.0.0.1:6392
+HOME={tmp_path}/tok {sys.executable} {tmp_path}/driver.py 127.0.0.1:6392
+stop {tmp_path}/head2
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("JOINED", "REFUSED"))]
+    assert len(lines) == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert lines[0] == "JOINED 1"  # a token the head does not ask for is harmless
+    for refused in lines[1:]:  # no token, then another head's token: one line each
+        assert refused.startswith("REFUSED cannot join the Ray cluster at 127.0.0.1:6392: the head requires a "
+                                  "Ray auth token"), refused
+
+
 def ddc_students(n_images: int, size: int = 16) -> tuple[Any, list[list[str]]]:
     """DDC's student evaluation context on random data, and N architectures (removed blocks) to score."""
     import torch
@@ -304,11 +390,12 @@ def test_sharded_profile_survives_a_killed_node(cluster: Cluster, tmp_path: Path
                               calibration=None, tolerance=10.0, progress=progress)
     rows = pd.read_csv(out)
     keys = list(zip(rows["slot"], rows["cin"], rows["cout"], strict=True))
-    assert len(keys) == len(set(keys)) == summary["grid_points"] == summary["rows"]  # complete, no duplicates
+    assert len(keys) == len(set(keys)) == summary.grid_points == summary.rows  # complete, no duplicates
     assert set(rows["device"]) == {"pixel1-a", "pixel1-b"}  # each row names the phone that measured it
-    assert summary["devices"]["pixel1-b"]["rows"] < summary["devices"]["pixel1-a"]["rows"]
-    assert "pixel1-b" in summary["devices"]["lost"]
-    assert summary["spread"]["reference"] is not None
+    assert summary.devices["pixel1-b"].rows < summary.devices["pixel1-a"].rows
+    assert "pixel1-b" in summary.lost and "pixel1-a" not in summary.lost
+    assert summary.spread["reference"] is not None
+    assert "pixel1-b" in summary.summary_line() and "lost: pixel1-b" in summary.summary_line()
     table = LatencyTable.load(out)
     assert not table.incomplete and table.predict(net) > 0
 
@@ -319,9 +406,9 @@ def test_sharded_profile_survives_a_killed_node(cluster: Cluster, tmp_path: Path
     local = FarmDevice(name="pixel1-a", profile=entry["profile"], options=entry["options"])
     again = profile_sharded("pixel1", net, out, address="local", local_device=local, input_size=4, points=2,
                             calibration=0, tolerance=10.0)
-    assert again["new_rows"] == 0 and again["rows"] == summary["rows"]
+    assert again.new_rows == 0 and again.rows == summary.rows
     calib = pd.read_csv(out.with_name(out.stem + ".calib.csv"))
-    assert again["calibration_rows_new"] == len(calib) >= 4 and set(calib["device"]) == {"pixel1-a"}
+    assert again.calibration_rows_new == len(calib) >= 4 and set(calib["device"]) == {"pixel1-a"}
     assert LatencyTable.load(out).calibration["rows"] == len(calib)
 
 

@@ -336,3 +336,47 @@ def test_final_candidates_are_measured_and_an_over_budget_pick_is_replaced_or_re
         assert (s.best_episode == within[0].episode) if within else "warning" in s.notes[0]
     else:
         assert s.notes == [] and s.best_episode == s.top_k[0].episode
+
+
+class _OptimisticTable:
+    """A latency table for the fake device (ms proportional to parameters x pixels, as the fake
+    backend measures) that predicts every pruned model ``factor`` x too fast: uniform widths that meet
+    the predicted budget measure over it."""
+
+    def __init__(self, teacher_macs: int, factor: float) -> None:
+        self.teacher_macs, self.factor = teacher_macs, factor
+
+    def predict(self, desc: Any) -> float:
+        ms = 0.01 + 0.001 * desc.params * desc.input_size ** 2 / 1e3
+        return ms * (self.factor if desc.macs < self.teacher_macs else 1.0)
+
+
+def test_uniform_falls_back_to_the_widest_width_within_the_measured_budget(
+        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every method's final model obeys the measured budget: uniform evaluates fall-back widths under
+    tighter latency budgets and takes the widest one that measures within 1.05x."""
+    from amc_mobile.models import describe_model
+    from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "fake.yaml").write_text("name: fake\nbackend: fake-test\nruns: 2\nrepeats: 2\nwarmup_runs: 0\n"
+                                        "min_window_ms: 0\ncalibrate_overhead: false\n")
+    monkeypatch.setenv("AMC_DEVICE_PROFILES", str(profiles))
+    teacher, _ = load_checkpoint(toy)
+    table = _OptimisticTable(describe_model(teacher, 12).macs, 0.88)
+    logs: list[str] = []
+    s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform"),
+                   search_cfg(measure=True), tmp_path / "u", progress=False, log=logs.append, latency_predictor=table)
+    rows = pd.read_csv(tmp_path / "u" / "episodes.csv")
+    assert len(rows) >= 3 and rows["source"].iloc[0] == "uniform"  # the widest, then its fall-backs
+    widths = [sum(int(c) for c in k.split()) for k in rows["keep_channels"]]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(widths)
+    by_episode = {c.episode: c for c in s.top_k}
+    assert by_episode[0].measured_vs_budget is not None and by_episode[0].measured_vs_budget > 1.05
+    within = [c for c in sorted(s.top_k, key=lambda c: c.episode)
+              if c.measured_vs_budget is not None and c.measured_vs_budget <= 1.05]
+    assert within and s.best_episode == within[0].episode  # the widest that measures within the budget
+    assert s.uniform_keep_ratio == pytest.approx(float(rows["agent_actions"].iloc[s.best_episode].split()[0]), abs=1e-3)
+    assert len(s.notes) == 1 and f"taking episode {s.best_episode} instead" in s.notes[0] and s.notes[0] in logs

@@ -121,9 +121,9 @@ def profile(
                                       calibration=None if calibration < 0 else calibration, tolerance=tolerance,
                                       progress=bar)
             bar.close()
-            _say(_sharded_line(summary))
-            _say(_grid_line(summary["path"], summary["rows"], summary["grid_points"], summary["new_rows"],
-                            summary["seconds"], summary["full_grid_points"]))
+            _say(summary.summary_line())
+            _say(_grid_line(summary.path, summary.rows, summary.grid_points, summary.new_rows, summary.seconds,
+                            summary.full_grid_points))
         elif out is None:
             from amc_mobile.latency.store import ensure_table
 
@@ -152,17 +152,6 @@ def _grid_line(path: str, rows: int, grid_points: int, new_rows: int, seconds: f
     """One line on how far a table's grid is measured (local or sharded profiling)."""
     return (f"{path}: {rows}/{grid_points} grid points ({new_rows} measured now in {seconds:.0f} s); the full grid "
             f"would be {full_grid_points} points ({100 * grid_points / full_grid_points:.1f}% measured)")
-
-
-def _sharded_line(summary: dict[str, Any]) -> str:
-    """One line on which devices measured a sharded table, any lost, and how far they agree."""
-    devs = dict(summary["devices"])
-    lost = devs.pop("lost", {})
-    text = "devices: " + ", ".join(f"{k} {v['rows']} rows (reference {v['ref_ms']:.3f} ms)" for k, v in devs.items())
-    if lost:
-        text += "; lost: " + ", ".join(f"{k} ({v})" for k, v in lost.items())
-    spread = [f"{k} {100 * v:.1f}%" for k, v in summary["spread"].items() if v is not None]
-    return text + ("; spread: " + ", ".join(spread) if spread else "")
 
 
 def validate(

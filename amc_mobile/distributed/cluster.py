@@ -31,6 +31,7 @@ MODEL_RESOURCE = "model:"
 HOST_RUNTIME_RESOURCE = "amc-host-runtime"  # one per node: host runtimes (onnxruntime, ...) never time each other
 LABEL_PREFIX = "amc-mobile/"
 LOCAL = "local"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's switch: "token" or "disabled"
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 _QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
@@ -117,35 +118,59 @@ def ray_session(address: str, local_devices: Sequence[tuple[str, str]] = (), num
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING",
                           "configure_logging": True}
     if address == LOCAL:
+        # its own session root: a cluster node on this host keeps /tmp/ray (and its session_latest link,
+        # which later drivers on this host would otherwise follow to this embedded, short-lived Ray)
         ray.init(address="local", num_cpus=num_cpus or 1, resources=device_resources(local_devices),
                  labels=device_labels(local_devices), object_store_memory=object_store_mb * 1024 * 1024,
-                 _node_ip_address="127.0.0.1", **kw)
+                 _node_ip_address="127.0.0.1", _temp_dir=local_ray_dir(), **kw)
     else:
         node_ip = check_head(address)
-        token_auth_if_available()
+        token_auth_if_available()  # a head without tokens accepts a driver that sends one (Ray 2.60)
         try:
             ray.init(address=address, _node_ip_address=node_ip, **kw)
-        except (ConnectionError, RuntimeError, TimeoutError) as exc:
-            raise UserError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}") from None
+        except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as exc:
+            raise UserError(f"cannot join the Ray cluster at {address}: {_join_failure(exc)}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
 
 
-def token_auth_if_available() -> None:
+def _join_failure(exc: BaseException) -> str:
+    """Why ``ray.init`` could not join, in words: an auth-token refusal is named (Ray reports it only
+    in the chained cause, after a plain "Failed to connect")."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 5:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    if any("AuthToken" in t or "authentication token" in t.lower() for t in chain):
+        return ("the head requires a Ray auth token that this host lacks or that differs (copy the head host's "
+                "~/.ray/auth_token here, or set RAY_AUTH_TOKEN)")
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def local_ray_dir() -> str:
+    """Session root of an embedded single-node Ray: short (Unix socket paths live under it), per user."""
+    import tempfile
+
+    return str(Path(tempfile.gettempdir()) / f"amc-mobile-ray-{os.getuid()}")
+
+
+def token_auth_if_available() -> bool:
     """Use this host's Ray auth token (``~/.ray/auth_token``) when it has one, as ``ray start --head``
     does; a joining ``ray start --address`` or ``ray.init(address=...)`` never does by itself, and a
-    token-protected head refuses them ("Authentication token is missing or incorrect")."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return
+    token-protected head refuses them ("Authentication token is missing or incorrect").
+    A head running without tokens still accepts a driver that sends one (checked with Ray 2.60).
+    True when this call turned token auth on (the user had not chosen with ``RAY_AUTH_MODE``)."""
+    if os.environ.get(AUTH_MODE_ENV):
+        return False
     try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
     except ImportError:  # another Ray version: the user sets RAY_AUTH_MODE=token
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        return False
+    return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
 
 
 @dataclass(frozen=True)

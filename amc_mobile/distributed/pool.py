@@ -1,10 +1,11 @@
 """Independent candidate evaluations on Ray workers: the ``map_fn`` the searches take.
 
 ``map_fn(fn, items) -> [fn(item) for item in items]``, in order, with at most ``workers`` calls at
-a time, each in a Ray worker process with one torch thread. ``fn`` goes to the object store once
-(a search's evaluator holds the model and data). Results equal the serial ones as long as ``fn`` is
-a pure function of its item (it seeds itself from the item, never from a shared generator) — what
-the evaluators of the AMC, greedy and DDC searches guarantee.
+a time, each in a Ray worker process with as many torch threads as the driver uses. ``fn`` goes to
+the object store once (a search's evaluator holds the model and data). Results equal the serial ones
+as long as ``fn`` is a pure function of its item (it seeds itself from the item, never from a shared
+generator) — what the evaluators of the AMC, greedy and DDC searches guarantee — and the thread count
+is the same: CPU kernels sum in an order that depends on it, and a borderline image can flip class.
 """
 
 from __future__ import annotations
@@ -26,19 +27,22 @@ def serial_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return [fn(x) for x in items]
 
 
-def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+def _call(fn: Callable[[Any], Any], item: Any, threads: int) -> Any:
     from amc_mobile.threads import torch_threads
 
-    with torch_threads(1):
+    with torch_threads(threads):
         return fn(item)
 
 
 class RayMap:
     """A ``map_fn`` over an open Ray session (see :func:`ray_pool`)."""
 
-    def __init__(self, ray: Any, workers: int) -> None:
+    def __init__(self, ray: Any, workers: int, threads: int | None = None) -> None:
+        import torch
+
         self.ray = ray
         self.workers = workers
+        self.threads = int(threads or torch.get_num_threads())  # the serial run's: the same sums
         self._remote = ray.remote(_call).options(num_cpus=1, max_retries=1)
         self.calls = 0
 
@@ -53,7 +57,7 @@ class RayMap:
         nxt = 0
         while nxt < len(items) or pending:
             while nxt < len(items) and len(pending) < self.workers:
-                pending[self._remote.remote(fn_ref, items[nxt])] = nxt
+                pending[self._remote.remote(fn_ref, items[nxt], self.threads)] = nxt
                 nxt += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

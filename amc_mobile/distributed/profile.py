@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
@@ -38,11 +38,44 @@ from amc_mobile.distributed.cluster import (
 )
 from amc_mobile.errors import UserError
 from amc_mobile.farm.spec import FarmDevice
+from amc_mobile.latency.profiling import ProfileResult
 
 log = logging.getLogger(__name__)
 Row = tuple[str, int, int]
 DEVICE_COLUMN = "device"
 DEFAULT_TOLERANCE = 0.15
+
+
+@dataclass(frozen=True)
+class DeviceShare:
+    """One physical device's part of a sharded table."""
+
+    rows: int  # grid rows this device measured (all calls)
+    ref_ms: float  # median reference-workload latency over its rows
+
+
+@dataclass(frozen=True)
+class ShardedProfileResult(ProfileResult):
+    """What one :func:`profile_sharded` call did: :class:`ProfileResult`'s fields, plus each device's
+    share, the devices lost during this call (with why), and how far the devices agree."""
+
+    devices: dict[str, DeviceShare] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
+    spread: dict[str, float | None] = field(default_factory=dict)  # reference / calibration, fractions
+    disagreement: str = ""  # the worst disagreement in words ("" with one device)
+
+    @property
+    def worst_spread(self) -> float:
+        return max((v for v in self.spread.values() if v is not None), default=0.0)
+
+    def summary_line(self) -> str:
+        """One line: which devices measured the table, any lost, and how far they agree."""
+        text = "devices: " + ", ".join(f"{k} {v.rows} rows (reference {v.ref_ms:.3f} ms)"
+                                       for k, v in self.devices.items())
+        if self.lost:
+            text += "; lost: " + ", ".join(f"{k} ({v})" for k, v in self.lost.items())
+        spread = [f"{k} {100 * v:.1f}%" for k, v in self.spread.items() if v is not None]
+        return text + ("; spread: " + ", ".join(spread) if spread else "")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -208,13 +241,11 @@ def profile_sharded(model_name: str, model: Any, out_csv: str | Path | None, *, 
                     local_device: FarmDevice | None = None, input_size: int | None = None, granularity: int = 8,
                     points: int = 5, batch_rows: int = 6, settings_overrides: dict[str, Any] | None = None,
                     calibration: int | None = 4, tolerance: float = DEFAULT_TOLERANCE,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[int, int], None] | None = None) -> ShardedProfileResult:
     """Measure (or resume) the table of ``model`` for device model ``model_name`` on every device of
     that model in the Ray cluster at ``address`` (``local``: just ``local_device`` on this machine,
     default: the profile named ``model_name``). ``out_csv`` None: the user store's table of the model.
 
-    Returns the summary of :func:`amc_mobile.latency.profiling.profile_table` plus ``devices`` (rows
-    and median reference ms per device, ``lost`` devices with why) and ``spread`` (agreement, fractions).
     Devices disagreeing by more than ``tolerance`` is one line (after every row is saved)."""
     from amc_mobile.latency.profiling import TableWriter
     from amc_mobile.storage import ensure_dir
@@ -242,26 +273,30 @@ def profile_sharded(model_name: str, model: Any, out_csv: str | Path | None, *, 
                 found: list[ClusterDevice] = devices_of_model(model_name)
                 summary = _profile(ray, [(d.name, None) for d in found], writer, model_name, model, input_size,
                                    granularity, points, batch_rows, settings_overrides or {}, calibration, progress)
-    summary.update(device_agreement(out_csv))
-    summary["devices"]["lost"] = summary.pop("lost")
-    worst = max((v for v in summary["spread"].values() if v is not None), default=0.0)
+    agree = device_agreement(out_csv)
+    result = ShardedProfileResult(
+        **summary, devices={k: DeviceShare(**v) for k, v in agree["devices"].items()}, spread=agree["spread"],
+        disagreement=agree["disagreement"])
+    worst = result.worst_spread
     if worst > tolerance:
-        raise UserError(f"devices of model '{model_name}' disagree: {summary['disagreement']} (spread "
+        raise UserError(f"devices of model '{model_name}' disagree: {result.disagreement} (spread "
                         f"{100 * worst:.0f}% > tolerance {100 * tolerance:.0f}%); every measured row is kept in "
                         f"{out_csv}: check the outlier's temperature and governor, or profile each phone separately")
-    return summary
+    return result
 
 
 def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer: Any, model_name: str, model: Any,
              input_size: int | None, granularity: int, points: int, batch_rows: int, overrides: dict[str, Any],
              calibration: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """Measure the missing grid rows on ``devices`` (then the calibration); ProfileResult's fields and
+    ``lost`` as a dict."""
     from amc_mobile.latency.profiling import check_resume, plan_grid, table_meta_for
     from amc_mobile.latency.table import meta_path, read_meta
     from amc_mobile.latency.units import residual_layers, units_of
     from amc_mobile.models.describe import describe_model
     from amc_mobile.storage import atomic_write_json
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out_csv = writer.path
     overrides = {k: v for k, v in overrides.items() if v is not None}
     desc = describe_model(model, input_size)
@@ -313,7 +348,8 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
                     pass
     return {"path": str(out_csv), "new_rows": state["rows"] - before, "rows": state["rows"], "grid_points": total,
             "full_grid_points": sum(g.full_points for g in grids), "calibration_rows_new": calib_new,
-            "seconds": time.perf_counter() - t0, "lost": {d.name: d.lost for d in devs if d.lost}}
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "lost": {d.name: str(d.lost) for d in devs if d.lost}}
 
 
 def _calibrate(ray: Any, devs: list[_Device], writer: Any, model: Any, desc: Any, residual: list[str],

@@ -1,6 +1,9 @@
 """Baselines in the same tool and output format as the search, and the policies seeded into it.
 
-* uniform width: one keep ratio for every group, the largest that meets every budget (bisection).
+* uniform width: one keep ratio for every group, the largest that meets every budget (bisection);
+  with a latency budget also the widest uniform widths under 4%, 8% and 12% tighter latency budgets,
+  so that the measured-budget check at the end of a search can fall back to the next-widest uniform
+  width (the same rule every method's final model obeys).
 * FLOPs-proportional: each group keeps ``1 - alpha * (its share of removable MACs) / (largest share)``,
   with the smallest ``alpha`` that meets every budget: groups holding most MACs shrink most.
 Both are evaluated as the first episodes of an AMC search (and stored in the agent's replay buffer),
@@ -47,6 +50,39 @@ def uniform_keep(env: ChannelSearchEnv, iterations: int = 40) -> tuple[list[int]
 
     ratio = _widest(env, keep_at, env.min_ratio, env.max_ratio, iterations)
     return keep_at(ratio), ratio
+
+
+UNIFORM_STEP_DOWN = (0.96, 0.92, 0.88)  # fractions of the latency budget for the fall-back widths
+
+
+def uniform_step_down(env: ChannelSearchEnv, fractions: Sequence[float] = UNIFORM_STEP_DOWN,
+                      iterations: int = 40) -> list[tuple[list[int], float]]:
+    """(kept channels, ratio) of the widest uniform policy under each tighter latency budget
+    (``fractions`` of it), narrowest last, without repeats; [] without a latency budget. A fraction
+    no uniform width can meet ends the list."""
+    lat = [i for i, (cost, _) in enumerate(env.budgets) if cost.kind == "latency"]
+    if not lat:
+        return []
+    original = list(env.budgets)
+
+    def keep_at(r: float) -> list[int]:
+        return [env.rounder(w, r, env.multiple) for w in env.full]
+
+    out: list[tuple[list[int], float]] = []
+    seen = {str(uniform_keep(env, iterations)[0])}
+    try:
+        for f in fractions:
+            env.budgets = [(c, b * f if i in lat else b) for i, (c, b) in enumerate(original)]
+            if not _meets(env, keep_at(env.min_ratio)):
+                break
+            ratio = _widest(env, keep_at, env.min_ratio, env.max_ratio, iterations)
+            keep = keep_at(ratio)
+            if str(keep) not in seen:
+                seen.add(str(keep))
+                out.append((keep, ratio))
+    finally:
+        env.budgets = original
+    return out
 
 
 def flops_proportional_keep(env: ChannelSearchEnv, macs: CostModel, iterations: int = 40) -> list[int]:

@@ -193,8 +193,11 @@ def _finetuned_metrics(problem: Problem, out: Path, keep: list[int], episode: in
 
 def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: float, log: Callable[[str], None],
              command: str | None, selection_cache: dict[str, Any], save_selection: Callable[[], None],
-             uniform_ratio: float | None = None, map_fn: Any = None) -> SearchSummary:
-    """Pick the final candidate (selection slice, then measured budget) and write every output."""
+             uniform_ratios: dict[int, float] | None = None, map_fn: Any = None) -> SearchSummary:
+    """Pick the final candidate (selection slice, then measured budget) and write every output.
+
+    ``uniform_ratios`` (method uniform: episode -> its keep ratio): the candidates are ranked widest
+    first instead of by score, so the pick is the widest uniform width that meets the measured budget."""
     from amc_mobile.latency.measure import measure_on_device
     from amc_mobile.models.checkpoint import save_checkpoint
     from amc_mobile.pruning import policy_from_channels
@@ -204,6 +207,8 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
     notes: list[str] = []
     top = rescore_top_k(problem, out, rows, selection_cache, save_selection, log, map_fn)
     ranked = sorted(top, key=lambda s: (-s.select_reward, -s.search_reward, s.episode))
+    if uniform_ratios is not None:
+        ranked = sorted(top, key=lambda s: (-uniform_ratios.get(s.episode, 0.0), s.episode))
     pick = ranked[0]
     models = {f"top{i}": problem.evaluator.build(s.keep_channels) for i, s in enumerate(ranked)}
     lat_budget = [v for b, v in problem.budgets if b.kind == "latency"]
@@ -283,7 +288,8 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
                      (pick.select_top1, n_select), runs[pick_index][0] if pick_index in runs else None),
         top_k=ranked, search_wall_s=wall_s, setup_s=problem.setup_s, timing_s_per_episode=_timing(rows),
         bn_images=int(problem.evaluator.bn_images.shape[0]) if problem.evaluator.bn_images.numel() else 0,
-        transfer_from=inputs.transfer_from, uniform_keep_ratio=uniform_ratio, notes=notes,
+        transfer_from=inputs.transfer_from, notes=notes,
+        uniform_keep_ratio=uniform_ratios.get(pick.episode) if uniform_ratios is not None else None,
         latency_table=problem.table_report)
     if problem.evaluator.bn_images.numel():
         summary.final.val_top1_teacher_bn = problem.evaluator.evaluate(keep, "search", bn=False).top1

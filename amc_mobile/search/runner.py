@@ -136,16 +136,20 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         def save() -> None:
             save_state(path, inputs, cfg, run.rows, run.wall_s, run.agent, signature, run.selection)
 
-        uniform_ratio = None
+        uniform_ratios: dict[int, float] | None = None
         if inputs.method == "uniform":
-            from amc_mobile.search.baselines import uniform_keep
+            from amc_mobile.search.baselines import uniform_keep, uniform_step_down
 
-            keep, uniform_ratio = uniform_keep(problem.env)
-            if not rows:
+            widest = uniform_keep(problem.env)
+            cands = [widest, *uniform_step_down(problem.env)]  # fall-backs for the measured budget check
+            uniform_ratios = {i: r for i, (_, r) in enumerate(cands)}
+            for i, (keep, ratio) in enumerate(cands[len(rows):], start=len(rows)):
                 t0 = time.perf_counter()
                 res = problem.evaluator.evaluate(keep)
-                rows.append(episode_row(problem, 0, keep, [uniform_ratio] * len(keep), res, "uniform"))
-                run.wall_s = rows[0]["episode_s"] = time.perf_counter() - t0
+                rows.append(episode_row(problem, i, keep, [ratio] * len(keep), res,
+                                        "uniform" if i == 0 else f"uniform, {ratio:.3f} (fall-back)"))
+                rows[-1]["episode_s"] = time.perf_counter() - t0
+                run.wall_s += rows[-1]["episode_s"]
                 save()
         elif inputs.method == "greedy":
             from amc_mobile.search.greedy import run_greedy
@@ -172,7 +176,7 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
             if len(rows) < cfg.episodes:
                 return SearchProgress(len(rows))
         write_log_csv(out / "episodes.csv", rows)
-        return finalize(problem, out, rows, run.wall_s, log, command, run.selection, save, uniform_ratio, map_fn)
+        return finalize(problem, out, rows, run.wall_s, log, command, run.selection, save, uniform_ratios, map_fn)
 
 
 @dataclass
