@@ -230,6 +230,7 @@ def main() -> None:
 
     import torch
 
+    from amc_mobile.errors import UserError
     from amc_mobile.storage import append_line, atomic_write_json, atomic_write_text, ensure_dir, locked
 
     torch.set_num_threads(1)  # fair to every method, and the way the searches were timed
@@ -237,6 +238,7 @@ def main() -> None:
     rows_path = out / "rows.jsonl"
     t_all = time.perf_counter()
     with locked(out / "bench", f"benchmark directory {out}"):
+        infeasible: dict[str, str] = {}
         for teacher in [t for t in args.teachers.split(",") if t]:
             for budget in [b.strip().rstrip("%") for b in args.budgets.split(",") if b.strip()]:
                 for seed in range(args.seeds):
@@ -245,13 +247,19 @@ def main() -> None:
                         _log(f"[{teacher} {budget}% seed {seed}] done earlier")
                         continue
                     _log(f"[{teacher} {budget}% seed {seed}] ...")
-                    for r in run_group(args, teacher, budget, seed, out):
+                    try:
+                        group = run_group(args, teacher, budget, seed, out)
+                    except UserError as exc:  # e.g. a budget no channel count reaches: say so, go on
+                        infeasible[f"{teacher} {budget}%"] = str(exc)
+                        _log(f"[{teacher} {budget}%] skipped: {exc}")
+                        break
+                    for r in group:
                         if (teacher, budget, seed, r["method"]) not in done:
                             append_line(rows_path, json.dumps(r))
         rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
         table = markdown_table(rows)
         atomic_write_json(out / "results.json", {"args": vars(args), "rows": rows, "table_markdown": table,
-                                                 "wall_s_this_run": time.perf_counter() - t_all})
+                                                 "infeasible": infeasible, "wall_s_this_run": time.perf_counter() - t_all})
         import pandas as pd
 
         atomic_write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import typer
 from rich.console import Console
 
 from amc_mobile.errors import UserError
+from amc_mobile.options import cli_parameters, config_from_options, opt
 
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
 # commands whose re-run into the same --out is refused unless --resume is given
@@ -114,6 +118,40 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog: str | Non
             traceback.print_exc()
         err_console.print(f"error: file not found: {exc.filename}", markup=False)
         return 2
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model a command works on: a checkpoint (its architecture and weights), or a registered
+    model with random weights (latency studies). The options of every model command."""
+
+    checkpoint: str | None = opt(None, "Checkpoint file or zoo:NAME.", short="-c")
+    model: str | None = opt(None, "Registered model name, random weights (see 'amc-mobile models').", short="-m")
+    width: float = opt(1.0, "Width multiplier (with --model).")
+    resolution: int | None = opt(None, "Input size in pixels (default: the model's).", short="-r")
+    in_chans: int | None = opt(None, "Input channels (with --model).")
+    num_classes: int | None = opt(None, "Classifier outputs (with --model).")
+
+    def load(self) -> tuple[Any, dict[str, Any]]:
+        """(model in eval mode, checkpoint metadata): :func:`model_from_args`."""
+        return model_from_args(**asdict(self))
+
+
+def with_model_source(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A command taking ``source: ModelSource`` gets ModelSource's options (``--checkpoint``, ``--model``,
+    ``--width``, ...), declared once here, after its ``device`` option if it has one."""
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(fn).parameters.values()
+           if p.name != "source"]
+    lead = [p for p in own if p.name == "device"]
+    params = [*lead, *cli_parameters(ModelSource), *(p for p in own if p.name != "device")]
+
+    @functools.wraps(fn)
+    def command(**options: Any) -> Any:
+        source = config_from_options(ModelSource, options)
+        return fn(source=source, **options)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return command
 
 
 def model_from_args(model: str | None, checkpoint: str | None, width: float = 1.0,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from amc_mobile.cli.common import console, model_from_args
+from amc_mobile.cli.common import ModelSource, console, with_model_source
 from amc_mobile.errors import UserError
 
 
@@ -81,14 +82,10 @@ def _say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+@with_model_source
 def profile(
+    source: ModelSource,
     device: str = typer.Option(..., "--device", "-d", help="Device profile name (see 'amc-bench devices')."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model name."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo:NAME (its architecture)."),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --model)."),
-    resolution: int = typer.Option(None, "--resolution", "-r", help="Input size in pixels (default: the model's)."),
-    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
     granularity: int = typer.Option(8, "--granularity", help="Channel step of the grid (AMC rounds to 8)."),
     points: int = typer.Option(5, "--points", help="Grid values per channel axis (interpolated between)."),
     out: Path = typer.Option(None, "--out", "-o", help="Measure into this CSV (resumable). Default: make sure the "
@@ -107,7 +104,8 @@ def profile(
 ) -> None:
     """Measure each prunable unit in isolation over a (cin, cout) grid; resumable (re-run to continue)."""
     prof = _usable_profile(device) if ray is None else None  # with --ray the phones are on the worker hosts
-    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    net, _ = source.load()
+    checkpoint = source.checkpoint
     size = int(net.input_size)
     from amc_mobile.models.arch import require_arch
 
@@ -154,14 +152,10 @@ def _grid_line(path: str, rows: int, grid_points: int, new_rows: int, seconds: f
             f"would be {full_grid_points} points ({100 * grid_points / full_grid_points:.1f}% measured)")
 
 
+@with_model_source
 def validate(
+    source: ModelSource,
     device: str = typer.Option(..., "--device", "-d", help="Device profile name."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model name."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo:NAME (its architecture)."),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --model)."),
-    resolution: int = typer.Option(None, "--resolution", "-r", help="Input size in pixels (default: the model's)."),
-    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
     table: Path = typer.Option(None, "--table", help="Latency table CSV (default: the one a search would use)."),
     configs: int = typer.Option(10, "--configs", help="Fresh random configs measured (plus the unpruned model)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the configs (default: fresh each run)."),
@@ -171,7 +165,8 @@ def validate(
     """Fidelity of the device's table on fresh random configs: median |error|, share within +-10%, noise floor."""
     from amc_mobile.latency.store import validate_device_table
 
-    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    net, _ = source.load()
+    checkpoint = source.checkpoint
     if configs < 1:
         raise UserError(f"--configs must be >= 1, got {configs}")
     rep = validate_device_table(device, net, int(net.input_size), checkpoint, table, configs=configs, seed=seed,
@@ -198,16 +193,12 @@ def clean(
     _say(f"removed {res['files']} files ({res['bytes'] / 1e6:.1f} MB) from {', '.join(res['dirs']) or 'nothing'}")
 
 
+@with_model_source
 def predict(
+    source: ModelSource,
     device: str = typer.Option(..., "--device", "-d", help="Device profile name."),
     policy: Path = typer.Option(None, "--policy", "-p", help="Pruning policy JSON (amc-mobile prune/search)."),
     channels: str = typer.Option(None, "--channels", help="Kept channels per prunable group, comma separated."),
-    model: str = typer.Option(None, "--model", "-m", help="Registered model (default: the policy's)."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint (its architecture) instead of --model."),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --model)."),
-    resolution: int = typer.Option(None, "--resolution", "-r", help="Input size in pixels."),
-    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
     table: Path = typer.Option(None, "--table", help="Latency table CSV (default: the device's table for the model)."),
     check: bool = typer.Option(False, "--validate", help="First validate the table on the device (measures the "
                                "model and 4 configs) and adapt it when it misses 5%."),
@@ -222,10 +213,10 @@ def predict(
         from amc_mobile.pruning import PruningPolicy
 
         pol = PruningPolicy.load(policy)
-        if model is None and checkpoint is None:
-            model = pol.model
-            resolution = resolution or pol.input_size or None
-    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+        if source.model is None and source.checkpoint is None:  # the policy's model
+            source = replace(source, model=pol.model, resolution=source.resolution or pol.input_size or None)
+    checkpoint = source.checkpoint
+    net, _ = source.load()
     size = int(net.input_size)
     tab, report = open_table_for(device, net, size, checkpoint, table, validate=check, adapt=check, build=False)
     from amc_mobile.models import describe_model

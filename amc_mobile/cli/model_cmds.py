@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from amc_mobile.cli.common import console, model_from_args
+from amc_mobile.cli.common import ModelSource, console, with_model_source
 
 
 def register(app: typer.Typer) -> None:
@@ -30,13 +30,9 @@ def models() -> None:
     console.print("shipped checkpoints: " + (", ".join(f"zoo:{z}" for z in list_zoo()) or "none"))
 
 
+@with_model_source
 def info(
-    model: str = typer.Option(None, "--model", "-m", help="Registered model name (see 'amc-mobile models')."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or zoo:NAME."),
-    width: float = typer.Option(1.0, "--width", help="Width multiplier (with --model)."),
-    resolution: int = typer.Option(None, "--resolution", "-r", help="Input size in pixels."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Classifier outputs (with --model)."),
-    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (with --model)."),
+    source: ModelSource,
     groups: bool = typer.Option(False, "--groups", help="List the prunable channel groups."),
     removable: bool = typer.Option(False, "--removable", help="List the units DDC's block removal may drop "
                                    "(found from the graph: shape-preserving blocks/layers of the trunk)."),
@@ -46,10 +42,10 @@ def info(
     from amc_mobile.models import describe_model
     from amc_mobile.models.arch import get_arch
 
-    net, _ = model_from_args(model, checkpoint, width, resolution, in_chans, num_classes)
+    net, _ = source.load()
     desc = describe_model(net)
     spec = get_arch(net)
-    name = spec.name if spec is not None else model
+    name = spec.name if spec is not None else source.model
     group_rows = None
     if groups:
         from amc_mobile.pruning.groups import find_groups

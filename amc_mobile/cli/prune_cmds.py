@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from amc_mobile.cli.common import console, model_from_args
+from amc_mobile.cli.common import ModelSource, console
 
 
 def _say(text: str) -> None:
@@ -32,13 +32,7 @@ def _prune_params() -> list[inspect.Parameter]:
 
     return [
         option("out", Path, ..., "--out", "-o", help="Where to write the pruned checkpoint."),
-        option("checkpoint", Optional[str], None, "--checkpoint", "-c", help="Checkpoint file or zoo:NAME to prune."),  # noqa: UP045
-        option("model", Optional[str], None, "--model", "-m",  # noqa: UP045
-               help="Registered model with RANDOM weights (latency studies)."),
-        option("width", float, 1.0, "--width", help="Width multiplier (with --model)."),
-        option("resolution", Optional[int], None, "--resolution", "-r", help="Input size in pixels."),  # noqa: UP045
-        option("num_classes", Optional[int], None, "--num-classes", help="Classifier outputs (with --model)."),  # noqa: UP045
-        option("in_chans", Optional[int], None, "--in-chans", help="Input channels (with --model)."),  # noqa: UP045
+        *cli_parameters(ModelSource),
         *cli_parameters(PruneConfig),
     ]
 
@@ -52,9 +46,9 @@ def prune(**options: Any) -> None:
     from amc_mobile.pruning.run import PruneConfig, prune_model
 
     cfg = config_from_options(PruneConfig, options)  # validated before the model is read
-    checkpoint = options["checkpoint"]
-    net, meta = model_from_args(options["model"], checkpoint, options["width"], options["resolution"],
-                                options["in_chans"], options["num_classes"])
+    source = config_from_options(ModelSource, options)
+    checkpoint = source.checkpoint
+    net, meta = source.load()
     res = prune_model(net, meta, cfg, options["out"], parent=checkpoint)
 
     before, after = res.before, res.after

@@ -139,10 +139,11 @@ def ray_session(address: str, local_devices: Sequence[tuple[str, str]] = (), num
 def _join_failure(exc: BaseException) -> str:
     """Why ``ray.init`` could not join, in words: an auth-token refusal is named (Ray reports it only
     in the chained cause, after a plain "Failed to connect")."""
-    chain, e = [], exc
+    chain: list[str] = []
+    e: BaseException | None = exc
     while e is not None and len(chain) < 5:
         chain.append(str(e))
-        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+        e = e.__cause__ or e.__context__
     if any("AuthToken" in t or "authentication token" in t.lower() for t in chain):
         return ("the head requires a Ray auth token that this host lacks or that differs (copy the head host's "
                 "~/.ray/auth_token here, or set RAY_AUTH_TOKEN)")

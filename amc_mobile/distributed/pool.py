@@ -19,6 +19,7 @@ from amc_mobile.errors import UserError
 
 T = TypeVar("T")
 R = TypeVar("R")
+MAX_RETRIES = 2  # per item, after Ray's own retry of a crashed worker
 MapFn = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 
@@ -45,6 +46,7 @@ class RayMap:
         self.threads = int(threads or torch.get_num_threads())  # the serial run's: the same sums
         self._remote = ray.remote(_call).options(num_cpus=1, max_retries=1)
         self.calls = 0
+        self.retries = 0  # evaluations run again after a lost input or worker (pure: same result)
 
     def __call__(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         ray = self.ray
@@ -54,22 +56,35 @@ class RayMap:
         fn_ref = ray.put(fn)
         out: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}
-        nxt = 0
-        while nxt < len(items) or pending:
-            while nxt < len(items) and len(pending) < self.workers:
-                pending[self._remote.remote(fn_ref, items[nxt], self.threads)] = nxt
-                nxt += 1
+        retried: dict[int, int] = {}
+        queue = list(range(len(items)))
+        while queue or pending:
+            while queue and len(pending) < self.workers:
+                i = queue.pop(0)
+                pending[self._remote.remote(fn_ref, items[i], self.threads)] = i
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 i = pending.pop(ref)
+                lost = (ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
                 try:
                     out[i] = ray.get(ref)
+                    continue
                 except ray.exceptions.RayTaskError as exc:
                     cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
                     if isinstance(cause, UserError):
                         raise UserError(str(cause)) from None
-                    raise
+                    if not (isinstance(exc, lost) or isinstance(cause, lost)) or retried.get(i, 0) >= MAX_RETRIES:
+                        raise
+                except lost:
+                    if retried.get(i, 0) >= MAX_RETRIES:
+                        raise
+                # an input or the worker's host went away, not the work itself: the work is a pure
+                # function of its item, so run it again (with a fresh copy of fn in the object store)
+                retried[i] = retried.get(i, 0) + 1
+                fn_ref = ray.put(fn)
+                queue.insert(0, i)
         self.calls += len(items)
+        self.retries += sum(retried.values())
         return out
 
 
