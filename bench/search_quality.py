@@ -188,6 +188,29 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per (teacher, budget): latency-AMC minus each other method, paired by seed (test top-1 after KD),
+    and FLOPs-AMC's measured latency over latency-AMC's (equal MACs)."""
+    by: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["teacher"], r["budget"], int(r["seed"])), {})[r["method"]] = r
+    out = []
+    for t, b in sorted({(k[0], k[1]) for k in by}, key=lambda tb: (tb[0], -float(tb[1]))):
+        groups = [v for k, v in by.items() if k[:2] == (t, b) and "latency-AMC" in v]
+        name = f"{t.replace('zoo:', '')} {b}%"
+        for other in ("uniform", "greedy", "FLOPs-AMC"):
+            d = [v["latency-AMC"]["test_top1_after_ft"] - v[other]["test_top1_after_ft"] for v in groups if other in v]
+            if d:
+                spread = f", std {statistics.stdev(d):.2f}" if len(d) > 1 else ""
+                out.append(f"{name}: latency-AMC - {other}: {statistics.mean(d):+.2f} points (n={len(d)}{spread}; "
+                           f"per seed {', '.join(f'{x:+.2f}' for x in d)})")
+        q = [v["FLOPs-AMC"]["measured_ms"] / v["latency-AMC"]["measured_ms"] for v in groups if "FLOPs-AMC" in v]
+        if q:
+            out.append(f"{name}: FLOPs-AMC / latency-AMC measured latency at equal MACs: {statistics.mean(q):.3f} "
+                       f"(per seed {', '.join(f'{x:.3f}' for x in q)})")
+    return out
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -226,6 +249,9 @@ def main() -> None:
     p.add_argument("--no-search-measure", action="store_true",
                    help="skip each search's own end-of-search measurement (round 2 ran this way)")
     p.add_argument("--out", default="runs/bench_search_quality")
+    p.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,
+                   help="only merge the rows.jsonl of these benchmark directories (e.g. one per teacher, run side by "
+                        "side) into --out's results, table and plot")
     args = p.parse_args()
 
     import torch
@@ -239,7 +265,7 @@ def main() -> None:
     t_all = time.perf_counter()
     with locked(out / "bench", f"benchmark directory {out}"):
         infeasible: dict[str, str] = {}
-        for teacher in [t for t in args.teachers.split(",") if t]:
+        for teacher in [t for t in args.teachers.split(",") if t] if not args.aggregate else []:
             for budget in [b.strip().rstrip("%") for b in args.budgets.split(",") if b.strip()]:
                 for seed in range(args.seeds):
                     done = _done_keys(rows_path)
@@ -256,15 +282,25 @@ def main() -> None:
                     for r in group:
                         if (teacher, budget, seed, r["method"]) not in done:
                             append_line(rows_path, json.dumps(r))
-        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+        sources = [Path(d) / "rows.jsonl" for d in args.aggregate] if args.aggregate else [rows_path]
+        rows = [json.loads(line) for src in sources for line in src.read_text().splitlines() if line.strip()]
+        for src in sources if args.aggregate else []:  # the runs' own infeasible budgets
+            res = Path(src).with_name("results.json")
+            if res.exists():
+                infeasible.update(json.loads(res.read_text()).get("infeasible") or {})
         table = markdown_table(rows)
+        paired = paired_lines(rows)
         atomic_write_json(out / "results.json", {"args": vars(args), "rows": rows, "table_markdown": table,
-                                                 "infeasible": infeasible, "wall_s_this_run": time.perf_counter() - t_all})
+                                                 "paired": paired, "infeasible": infeasible,
+                                                 "wall_s_this_run": time.perf_counter() - t_all})
         import pandas as pd
 
         atomic_write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))
         plot(rows, out / "accuracy_vs_latency.png")
     _log(table)
+    _log("\n" + "\n".join(paired))
+    for k, v in infeasible.items():
+        _log(f"infeasible: {k}: {v}")
     _log(f"\n{len(rows)} rows; plot {out / 'accuracy_vs_latency.png'}; this run {time.perf_counter() - t_all:.0f} s")
 
 

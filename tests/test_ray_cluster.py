@@ -222,6 +222,10 @@ def _crash_twice_then_square(args: tuple[str, int]) -> int:
     return x * x
 
 
+def _niceness(_: int) -> int:
+    return os.nice(0)
+
+
 @inner
 def test_an_evaluation_whose_worker_dies_is_run_again(cluster: Cluster, tmp_path: Path) -> None:
     """Ray retries a crashed task once; the pool runs it again after that (the work is pure): every
@@ -235,44 +239,10 @@ def test_an_evaluation_whose_worker_dies_is_run_again(cluster: Cluster, tmp_path
     with ray_session(cluster.address) as session:
         pool = RayMap(session, 2)
         got = pool(_crash_twice_then_square, [(str(tmp_path), x) for x in range(4)])
+        nice = pool(_niceness, [0, 1])
     assert got == [0, 1, 4, 9]
+    assert nice == [0, 0]  # workers at the node's priority, not Ray's default nice 15
     assert pool.retries == 1 and (tmp_path / "2.count").read_text() == "2"
-
-
-@inner
-def test_search_cli_with_workers_equals_serial(cluster: Cluster, toy: Path, tmp_path: Path) -> None:
-    """``amc-mobile search --workers 2`` as a user runs it: on the cluster (``--ray HEAD:PORT``) for the
-    AMC agent's top-k re-scoring, on an embedded Ray (the default) for the greedy baseline's per-step
-    candidates; every episode, the final pick and the saved model equal the serial run's."""
-    import pandas as pd
-    import torch
-
-    common = ["--checkpoint", str(toy), "--flops-budget", "50%", "--val-size", "100", "--bn-images", "50",
-              "--no-progress", "--no-measure"]
-    runs = {
-        "amc-serial": ["--episodes", "4", "--warmup", "2", "--workers", "1"],
-        "amc-ray": ["--episodes", "4", "--warmup", "2", "--workers", "2", "--ray", cluster.address],
-        "greedy-serial": ["--method", "greedy", "--workers", "1"],
-        "greedy-ray": ["--method", "greedy", "--workers", "2"],
-    }
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import conftest; "
-            "conftest.register_toy(Path(sys.argv[2])); from amc_mobile.cli.common import run_app; "
-            "from amc_mobile.cli.main import app; sys.exit(run_app(app, sys.argv[3:]))")
-    for name, extra in runs.items():  # each its own process, as a user runs it (the toy data set registered)
-        args = ["search", *common, *extra, "--out", str(tmp_path / name)]
-        proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(toy.parent / "data"), *args],
-                              capture_output=True, text=True, timeout=600, check=False)
-        assert proc.returncode == 0, name + ": " + proc.stdout[-2000:] + proc.stderr[-2000:]
-    for method in ("amc", "greedy"):
-        a, b = tmp_path / f"{method}-serial", tmp_path / f"{method}-ray"
-        ea, eb = pd.read_csv(a / "episodes.csv"), pd.read_csv(b / "episodes.csv")
-        assert list(ea["keep_channels"]) == list(eb["keep_channels"]), method
-        assert ea["reward"].tolist() == pytest.approx(eb["reward"].tolist()), method
-        sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
-        assert sa["best_episode"] == sb["best_episode"] and sa["final"] == sb["final"], method
-        wa = torch.load(a / "pruned.pt", weights_only=True)["state_dict"]
-        wb = torch.load(b / "pruned.pt", weights_only=True)["state_dict"]
-        assert all(torch.equal(wa[k], wb[k]) for k in wa), method
 
 
 def test_ray_auth_tokens_between_driver_and_head(tmp_path: Path) -> None:
@@ -435,6 +405,46 @@ def test_sharded_profile_survives_a_killed_node(cluster: Cluster, tmp_path: Path
     calib = pd.read_csv(out.with_name(out.stem + ".calib.csv"))
     assert again.calibration_rows_new == len(calib) >= 4 and set(calib["device"]) == {"pixel1-a"}
     assert LatencyTable.load(out).calibration["rows"] == len(calib)
+
+
+@inner
+def test_search_cli_with_workers_equals_serial(cluster: Cluster, toy: Path, tmp_path: Path) -> None:
+    """Last of the cluster tests (node2 is gone by now: the cluster's jobs queue on the head). In the
+    loaded runs of 2026-12-01 the DDC test, run after this one, failed with OwnerDiedError on its own
+    driver's objects 3 times in 4 (never without it; never on an idle machine) — not understood yet.
+
+    ``amc-mobile search --workers 2`` as a user runs it: on the cluster (``--ray HEAD:PORT``) for the
+    AMC agent's top-k re-scoring, on an embedded Ray (the default) for the greedy baseline's per-step
+    candidates; every episode, the final pick and the saved model equal the serial run's."""
+    import pandas as pd
+    import torch
+
+    common = ["--checkpoint", str(toy), "--flops-budget", "50%", "--val-size", "100", "--bn-images", "50",
+              "--no-progress", "--no-measure"]
+    runs = {
+        "amc-serial": ["--episodes", "4", "--warmup", "2", "--workers", "1"],
+        "amc-ray": ["--episodes", "4", "--warmup", "2", "--workers", "2", "--ray", cluster.address],
+        "greedy-serial": ["--method", "greedy", "--workers", "1"],
+        "greedy-ray": ["--method", "greedy", "--workers", "2"],
+    }
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import conftest; "
+            "conftest.register_toy(Path(sys.argv[2])); from amc_mobile.cli.common import run_app; "
+            "from amc_mobile.cli.main import app; sys.exit(run_app(app, sys.argv[3:]))")
+    for name, extra in runs.items():  # each its own process, as a user runs it (the toy data set registered)
+        args = ["search", *common, *extra, "--out", str(tmp_path / name)]
+        proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(toy.parent / "data"), *args],
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, name + ": " + proc.stdout[-2000:] + proc.stderr[-2000:]
+    for method in ("amc", "greedy"):
+        a, b = tmp_path / f"{method}-serial", tmp_path / f"{method}-ray"
+        ea, eb = pd.read_csv(a / "episodes.csv"), pd.read_csv(b / "episodes.csv")
+        assert list(ea["keep_channels"]) == list(eb["keep_channels"]), method
+        assert ea["reward"].tolist() == pytest.approx(eb["reward"].tolist()), method
+        sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
+        assert sa["best_episode"] == sb["best_episode"] and sa["final"] == sb["final"], method
+        wa = torch.load(a / "pruned.pt", weights_only=True)["state_dict"]
+        wb = torch.load(b / "pruned.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), method
 
 
 def test_unreachable_head_is_one_line() -> None:
