@@ -79,9 +79,14 @@ class FakeBackend(LatencyBackend):
     def prepare(self, model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
         p = self.artifact_path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        macs = sum(q.numel() for q in model.parameters()) * input_shape[-1] * input_shape[-2]
-        p.write_text(str(0.01 + self.options.ms_per_kmac * macs / 1e3))
+        params = sum(q.numel() for q in model.parameters())
+        p.write_text(str(self.latency_ms(params, input_shape[-1] * input_shape[-2], self.options.ms_per_kmac)))
         return p
+
+    @staticmethod
+    def latency_ms(params: int, pixels: int, ms_per_kmac: float = FakeOptions.ms_per_kmac) -> float:
+        """What the fake device measures for a model of ``params`` parameters on ``pixels`` input pixels."""
+        return 0.01 + ms_per_kmac * params * pixels / 1e3
 
     def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
         stem = Path(artifact).stem

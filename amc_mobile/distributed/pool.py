@@ -58,6 +58,7 @@ class RayMap:
         pending: dict[Any, int] = {}
         retried: dict[int, int] = {}
         queue = list(range(len(items)))
+        lost = (ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
         while queue or pending:
             while queue and len(pending) < self.workers:
                 i = queue.pop(0)
@@ -65,24 +66,19 @@ class RayMap:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 i = pending.pop(ref)
-                lost = (ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
                 try:
                     out[i] = ray.get(ref)
-                    continue
-                except ray.exceptions.RayTaskError as exc:
+                except ray.exceptions.RayError as exc:
                     cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
                     if isinstance(cause, UserError):
                         raise UserError(str(cause)) from None
                     if not (isinstance(exc, lost) or isinstance(cause, lost)) or retried.get(i, 0) >= MAX_RETRIES:
                         raise
-                except lost:
-                    if retried.get(i, 0) >= MAX_RETRIES:
-                        raise
-                # an input or the worker's host went away, not the work itself: the work is a pure
-                # function of its item, so run it again (with a fresh copy of fn in the object store)
-                retried[i] = retried.get(i, 0) + 1
-                fn_ref = ray.put(fn)
-                queue.insert(0, i)
+                    # an input or the worker's host went away, not the work itself: the work is a pure
+                    # function of its item, so run it again (with a fresh copy of fn in the object store)
+                    retried[i] = retried.get(i, 0) + 1
+                    fn_ref = ray.put(fn)
+                    queue.insert(0, i)
         self.calls += len(items)
         self.retries += sum(retried.values())
         return out

@@ -21,33 +21,39 @@ from amc_mobile.errors import UserError
 from amc_mobile.search.env import ChannelSearchEnv, CostModel
 
 
-def _meets(env: ChannelSearchEnv, keep: Sequence[int]) -> bool:
-    return all(cost(keep) <= budget * (1 + 1e-9) for cost, budget in env.budgets)
+def _meets(env: ChannelSearchEnv, keep: Sequence[int], latency_scale: float = 1.0) -> bool:
+    """``keep`` meets every budget of ``env``, the latency budget scaled by ``latency_scale``."""
+    return all(cost(keep) <= budget * (latency_scale if cost.kind == "latency" else 1.0) * (1 + 1e-9)
+               for cost, budget in env.budgets)
 
 
 def _widest(env: ChannelSearchEnv, keep_at: Callable[[float], list[int]], lo: float, hi: float,
-            iterations: int = 40) -> float:
+            iterations: int = 40, latency_scale: float = 1.0) -> float:
     """Largest x in [lo, hi] with keep_at(x) meeting the budgets (keep_at shrinks as x falls)."""
-    if not _meets(env, keep_at(lo)):
+    if not _meets(env, keep_at(lo), latency_scale):
         env.check_feasible()  # names the minimum reachable cost
         raise UserError("no policy of this family meets the budgets")
-    if _meets(env, keep_at(hi)):
+    if _meets(env, keep_at(hi), latency_scale):
         return hi
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        if _meets(env, keep_at(mid)):
+        if _meets(env, keep_at(mid), latency_scale):
             lo = mid
         else:
             hi = mid
     return lo
 
 
-def uniform_keep(env: ChannelSearchEnv, iterations: int = 40) -> tuple[list[int], float]:
-    """(kept channels, ratio) of the widest uniform policy that meets every budget of ``env``."""
-
+def _uniform_at(env: ChannelSearchEnv) -> Callable[[float], list[int]]:
     def keep_at(r: float) -> list[int]:
         return [env.rounder(w, r, env.multiple) for w in env.full]
 
+    return keep_at
+
+
+def uniform_keep(env: ChannelSearchEnv, iterations: int = 40) -> tuple[list[int], float]:
+    """(kept channels, ratio) of the widest uniform policy that meets every budget of ``env``."""
+    keep_at = _uniform_at(env)
     ratio = _widest(env, keep_at, env.min_ratio, env.max_ratio, iterations)
     return keep_at(ratio), ratio
 
@@ -55,33 +61,25 @@ def uniform_keep(env: ChannelSearchEnv, iterations: int = 40) -> tuple[list[int]
 UNIFORM_STEP_DOWN = (0.96, 0.92, 0.88)  # fractions of the latency budget for the fall-back widths
 
 
-def uniform_step_down(env: ChannelSearchEnv, fractions: Sequence[float] = UNIFORM_STEP_DOWN,
-                      iterations: int = 40) -> list[tuple[list[int], float]]:
-    """(kept channels, ratio) of the widest uniform policy under each tighter latency budget
-    (``fractions`` of it), narrowest last, without repeats; [] without a latency budget. A fraction
-    no uniform width can meet ends the list."""
-    lat = [i for i, (cost, _) in enumerate(env.budgets) if cost.kind == "latency"]
-    if not lat:
-        return []
-    original = list(env.budgets)
-
-    def keep_at(r: float) -> list[int]:
-        return [env.rounder(w, r, env.multiple) for w in env.full]
-
-    out: list[tuple[list[int], float]] = []
-    seen = {str(uniform_keep(env, iterations)[0])}
-    try:
-        for f in fractions:
-            env.budgets = [(c, b * f if i in lat else b) for i, (c, b) in enumerate(original)]
-            if not _meets(env, keep_at(env.min_ratio)):
-                break
-            ratio = _widest(env, keep_at, env.min_ratio, env.max_ratio, iterations)
-            keep = keep_at(ratio)
-            if str(keep) not in seen:
-                seen.add(str(keep))
-                out.append((keep, ratio))
-    finally:
-        env.budgets = original
+def uniform_candidates(env: ChannelSearchEnv, fractions: Sequence[float] = UNIFORM_STEP_DOWN,
+                       iterations: int = 40) -> list[tuple[list[int], float]]:
+    """(kept channels, ratio) of the widest uniform policy meeting every budget, then, with a latency
+    budget, of the widest one under each tighter latency budget (``fractions`` of it), narrowest last,
+    without repeats. A fraction no uniform width can meet ends the list."""
+    widest = uniform_keep(env, iterations)
+    out = [widest]
+    if not any(cost.kind == "latency" for cost, _ in env.budgets):
+        return out
+    keep_at = _uniform_at(env)
+    seen = {str(widest[0])}
+    for f in fractions:
+        if not _meets(env, keep_at(env.min_ratio), f):
+            break
+        ratio = _widest(env, keep_at, env.min_ratio, env.max_ratio, iterations, latency_scale=f)
+        keep = keep_at(ratio)
+        if str(keep) not in seen:
+            seen.add(str(keep))
+            out.append((keep, ratio))
     return out
 
 

@@ -206,8 +206,9 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
     transfer = bool(inputs.transfer_from)
     notes: list[str] = []
     top = rescore_top_k(problem, out, rows, selection_cache, save_selection, log, map_fn)
-    ranked = sorted(top, key=lambda s: (-s.select_reward, -s.search_reward, s.episode))
-    if uniform_ratios is not None:
+    if uniform_ratios is None:
+        ranked = sorted(top, key=lambda s: (-s.select_reward, -s.search_reward, s.episode))
+    else:
         ranked = sorted(top, key=lambda s: (-uniform_ratios.get(s.episode, 0.0), s.episode))
     pick = ranked[0]
     models = {f"top{i}": problem.evaluator.build(s.keep_channels) for i, s in enumerate(ranked)}

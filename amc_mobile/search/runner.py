@@ -138,10 +138,9 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
 
         uniform_ratios: dict[int, float] | None = None
         if inputs.method == "uniform":
-            from amc_mobile.search.baselines import uniform_keep, uniform_step_down
+            from amc_mobile.search.baselines import uniform_candidates
 
-            widest = uniform_keep(problem.env)
-            cands = [widest, *uniform_step_down(problem.env)]  # fall-backs for the measured budget check
+            cands = uniform_candidates(problem.env)  # the widest + fall-backs for the measured budget check
             uniform_ratios = {i: r for i, (_, r) in enumerate(cands)}
             for i, (keep, ratio) in enumerate(cands[len(rows):], start=len(rows)):
                 t0 = time.perf_counter()
