@@ -69,12 +69,40 @@ def _finetune_test(student_path: Path, teacher: Any, meta: dict[str, Any], out: 
             "test_top1": float(test.get("top1", float("nan")))}
 
 
-def part1(args: argparse.Namespace, out: Path, rows_path: Path) -> None:
-    from amc_mobile.models.checkpoint import load_checkpoint
+def _run_method(method: str, teacher_spec: str, budget: str | None, base: Path, args: argparse.Namespace,
+                finals: dict[str, Path], results: dict[str, dict[str, Any]]) -> None:
+    """One method's search into ``base/method``; records its final checkpoint and search facts."""
     from amc_mobile.search import SearchConfig, SearchInputs, run_search
     from amc_mobile.search.ddc import DDCConfig, DDCInputs, run_ddc_search
 
+    if method in ("ddc", "ddc+amc"):
+        cfg = DDCConfig(episodes=args.episodes, samples_per_iteration=args.samples,
+                        student_images=args.student_images, val_size=args.val_size,
+                        amc_episodes=args.amc_episodes, measure=False)
+        s = run_ddc_search(DDCInputs(teacher_spec, device=args.device, latency_budget=budget,
+                                     data_dir=args.data_dir, method=method), cfg, base / method, log=_log)
+        amc = s.get("amc") or {}
+        final = Path(amc["final_checkpoint"]) if amc and not amc["skipped"] else base / method / "student.pt"
+        results[method] = {"search_wall_s": s["search_wall_s"] + (amc.get("summary", {}).get("search_wall_s") or 0.0),
+                           "removed": s["student"]["removed"],
+                           "predicted_latency_ms": s["student"]["predicted_latency_ms"]}
+    else:  # latency-AMC alone; without a budget at DDC's T_th (30%)
+        inputs = SearchInputs(checkpoint=teacher_spec, device=args.device, latency_budget=budget or "30%",
+                              data_dir=args.data_dir, method="amc")
+        run_search(inputs, SearchConfig(episodes=args.amc_episodes, measure=False, val_size=args.val_size),
+                   base / "amc", progress=False, log=_log)
+        final = base / "amc" / "pruned.pt"
+        results[method] = {"search_wall_s": json.loads((base / "amc" / "summary.json").read_text())["search_wall_s"]}
+    finals[method] = final
+
+
+def part1(args: argparse.Namespace, out: Path, rows_path: Path) -> None:
+    from amc_mobile.errors import UserError
+    from amc_mobile.models.checkpoint import load_checkpoint
+
     done = {(r["teacher"], r["target"], r["method"]) for r in _rows(rows_path) if r.get("part") == 1}
+    skipped = {(r["teacher"], r["target"], r["method"]) for r in _rows(rows_path) if r.get("part") == 1
+               and r.get("skipped")}
     for teacher_spec in args.teachers.split(","):
         teacher, meta = load_checkpoint(teacher_spec)
         tname = teacher_spec.replace("zoo:", "").replace("/", "_")
@@ -83,33 +111,31 @@ def part1(args: argparse.Namespace, out: Path, rows_path: Path) -> None:
             base = out / tname / target.replace("%", "pct")
             finals: dict[str, Path] = {}
             results: dict[str, dict[str, Any]] = {}
-            for method in args.methods.split(","):
+            methods = args.methods.split(",")
+            # ddc+amc first: without a latency budget its removal stage IS the ddc search (same seed, reward
+            # and pick), so the ddc row reuses that student instead of searching twice
+            for method in sorted(methods, key=lambda m: m != "ddc+amc"):
                 t0 = time.perf_counter()
                 if method == "teacher":
                     finals[method], results[method] = Path("-"), {"search_wall_s": 0.0}
                     continue
-                if method in ("ddc", "ddc+amc"):
-                    cfg = DDCConfig(episodes=args.episodes, samples_per_iteration=args.samples,
-                                    student_images=args.student_images, val_size=args.val_size,
-                                    amc_episodes=args.amc_episodes, measure=False)
-                    s = run_ddc_search(DDCInputs(teacher_spec, device=args.device, latency_budget=budget,
-                                                 data_dir=args.data_dir, method=method), cfg, base / method, log=_log)
-                    final = Path(s["amc"]["final_checkpoint"]) if s.get("amc") and not s["amc"]["skipped"] \
-                        else base / method / "student.pt"
-                    results[method] = {"search_wall_s": s["search_wall_s"] + (
-                        (s.get("amc") or {}).get("summary", {}).get("search_wall_s", 0.0) or 0.0),
-                        "removed": s["student"]["removed"], "predicted_latency_ms": s["student"]["predicted_latency_ms"]}
-                else:  # latency-AMC alone
-                    inputs = SearchInputs(checkpoint=teacher_spec, device=args.device,
-                                          latency_budget=budget or f"{100 * 0.3:g}%", data_dir=args.data_dir,
-                                          method="amc")
-                    res = run_search(inputs, SearchConfig(episodes=args.amc_episodes, measure=False,
-                                                          val_size=args.val_size),
-                                     base / "amc", progress=False, log=_log)
-                    data = res.to_dict() if hasattr(res, "to_dict") else dict(res)  # type: ignore[call-overload]
-                    final = base / "amc" / "pruned.pt"
-                    results[method] = {"search_wall_s": data.get("search_wall_s")}
-                finals[method] = final
+                if (teacher_spec, target, method) in skipped:
+                    continue
+                if method == "ddc" and budget is None and "ddc+amc" in finals:
+                    s = json.loads((base / "ddc+amc" / "summary.json").read_text())
+                    finals[method] = base / "ddc+amc" / "student.pt"
+                    results[method] = {"search_wall_s": s["search_wall_s"], "removed": s["student"]["removed"],
+                                       "predicted_latency_ms": s["student"]["predicted_latency_ms"],
+                                       "note": "removal stage of the ddc+amc search"}
+                    continue
+                try:
+                    _run_method(method, teacher_spec, budget, base, args, finals, results)
+                except UserError as exc:  # e.g. a budget channel pruning or removal alone cannot reach
+                    _log(f"{tname} {target} {method}: skipped: {exc}")
+                    skipped.add((teacher_spec, target, method))
+                    _append(rows_path, {"part": 1, "teacher": teacher_spec, "target": target, "method": method,
+                                        "skipped": str(exc)})
+                    continue
                 results[method]["wall_s_this_call"] = time.perf_counter() - t0
                 _log(f"{tname} {target} {method}: search done ({results[method]['search_wall_s']:.0f}s)")
             if all((teacher_spec, target, m) in done for m in finals):
@@ -218,7 +244,9 @@ def table(rows_path: Path) -> str:
     lines = ["| teacher | target | method | test top-1 % | params ratio | measured ms | speedup | search s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in _rows(rows_path):
-        if r.get("part") == 1:
+        if r.get("part") == 1 and r.get("skipped"):
+            lines.append(f"| {r['teacher']} | {r['target']} | {r['method']} | not run: {r['skipped']} | | | | |")
+        elif r.get("part") == 1:
             lines.append(f"| {r['teacher']} | {r['target']} | {r['method']} | {r['test_top1']:.2f} | "
                          f"{r['params_ratio']:.3f} | {r['measured_latency_ms']:.3f} | {r['measured_speedup']:.2f}x | "
                          f"{(r.get('search_wall_s') or 0):.0f} |")
@@ -251,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset-iterations", type=int, default=20, help="iterations of the transferred search")
     p.add_argument("--subset-scratch-iterations", type=int, default=0,
                    help="iterations of the scratch subset search (0: --episodes, DDC's 100); both curves are plotted")
-    p.add_argument("--skip-subset", action="store_true")
+    p.add_argument("--skip-subset", action="store_true", help="part 1 only")
+    p.add_argument("--subset-only", action="store_true", help="part 2 only (on the first of --teachers)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (minutes): checks the pipeline, not quality")
     args = p.parse_args(argv)
@@ -266,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     from amc_mobile.errors import UserError
 
     try:
-        part1(args, out, rows_path)
+        if not args.subset_only:
+            part1(args, out, rows_path)
         if not args.skip_subset:
             part2(args, out, rows_path)
     except UserError as exc:

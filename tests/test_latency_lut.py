@@ -137,3 +137,26 @@ def test_meta_records_device_and_protocol(tmp_path, fake_profile) -> None:
     assert meta["device"]["backend"] == "fake-test" and meta["protocol"]["repeats"] == 2
     assert meta["model"]["name"] == "mobilenet_v1_cifar" and meta["model"]["input_size"] == 8
     assert meta["created"]
+
+
+def test_table_predicts_every_block_removed_model(tmp_path, fake_profile) -> None:
+    """DDC's students: dropping VGG-11's last convs leaves its classifier on a 3x3 map (a slot the
+    teacher never runs); the grid measures it, so every removal set is predicted, each one faster."""
+    import itertools
+
+    from amc_mobile.search.ddc.units import removable_units, remove_units
+
+    model = create_model("vgg11_cifar", width_mult=0.125, in_chans=1, input_size=28)
+    out = tmp_path / "vgg.csv"
+    profile_table(fake_profile, model, out, points=2, calibration=None)
+    table = LatencyTable.load(out)
+    names = [u.name for u in removable_units(model, 28)]
+    assert len(names) == 4
+    full = table.predict(describe_model(model, 28))
+    slots = set()
+    for k in range(1, len(names) + 1):
+        for gone in itertools.combinations(names, k):
+            desc = describe_model(remove_units(model, gone), 28)
+            slots.update(u.slot for u in table.units(desc))
+            assert 0 < table.predict(desc) < full
+    assert "pool+linear|k1|s1|3x3" in slots  # the classifier after the last two convs were dropped

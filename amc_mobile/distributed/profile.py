@@ -290,7 +290,7 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
              calibration: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     """Measure the missing grid rows on ``devices`` (then the calibration); ProfileResult's fields and
     ``lost`` as a dict."""
-    from amc_mobile.latency.profiling import check_resume, plan_grid, table_meta_for
+    from amc_mobile.latency.profiling import check_resume, grid_units, plan_grid, table_meta_for
     from amc_mobile.latency.table import meta_path, read_meta
     from amc_mobile.latency.units import residual_layers, units_of
     from amc_mobile.models.describe import describe_model
@@ -302,7 +302,7 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
     desc = describe_model(model, input_size)
     residual = residual_layers(model)
     units = units_of(desc, residual)
-    grids = plan_grid(units, granularity, points)
+    grids = plan_grid(grid_units(model, desc, residual), granularity, points)
     devs = _start_devices(ray, devices, overrides)
     facts = _describe(ray, devs)
     if not facts:

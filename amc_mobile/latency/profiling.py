@@ -134,6 +134,35 @@ def removable_blocks(model: nn.Module, input_size: int) -> list[str]:
         return []
 
 
+def grid_units(model: nn.Module, desc: ModelDescription, residual: Sequence[str]) -> list[Unit]:
+    """The units whose slots the grid measures: the model's own, then every new slot a unit takes once
+    a run of removable blocks before it is dropped (VGG's classifier after its last convs runs on a
+    3x3 input instead of 1x1), so the table also predicts DDC's block-removed students. A unit's slot
+    depends only on the run of removed blocks right before it: contiguous runs of the removable list
+    cover every removal set."""
+    import copy
+
+    units = units_of(desc, residual)
+    blocks = removable_blocks(model, desc.input_size)
+    if not blocks:
+        return units
+    from amc_mobile.search.ddc.units import apply_removal
+
+    seen = {u.slot for u in units}
+    extra: list[Unit] = []
+    for i in range(len(blocks)):
+        for j in range(i, len(blocks)):
+            try:
+                d = describe_model(apply_removal(copy.deepcopy(model), blocks[i:j + 1]), desc.input_size)
+            except (UserError, RuntimeError):  # not a valid network without this run
+                continue
+            for u in units_of(d, residual):
+                if u.slot not in seen:
+                    seen.add(u.slot)
+                    extra.append(u)
+    return units + extra
+
+
 def build_config_model(model: nn.Module, input_size: int, cfg: ModelConfig, pruner: Any = None) -> nn.Module:
     """The pruned (no reconstruction) and block-removed model of ``cfg``, BN statistics set from one
     random batch (random-init weights otherwise decay into slow denormals)."""
@@ -352,7 +381,7 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
     desc = describe_model(model, input_size)
     residual = residual_layers(model)
     units = units_of(desc, residual)
-    grids = plan_grid(units, granularity, points)
+    grids = plan_grid(grid_units(model, desc, residual), granularity, points)
     backend = profile.create_backend()
     reason = backend.check_available()
     if reason:

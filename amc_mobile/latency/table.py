@@ -395,7 +395,8 @@ class LatencyTable:
         for u in units:
             if u.slot != self._unit_slot[u.name] and u.slot not in self._grids:
                 raise UserError(f"latency table {self.path}: unit {u.name} runs as '{u.slot}', the table measured "
-                                f"it as '{self._unit_slot[u.name]}' (removing that block changed its input)")
+                                f"it as '{self._unit_slot[u.name]}' (removing that block changed its input; a table "
+                                "profiled by this version measures it: 'amc-bench profile --reprofile')")
         return units
 
     def unit_ratios(self, desc: ModelDescription | nn.Module) -> list[float]:
