@@ -113,11 +113,12 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
     g = out / name / f"budget{budget}" / f"seed{seed}"
     lat = f"{budget}%"
 
-    def cfg() -> SearchConfig:
+    def cfg(amc: bool = False) -> SearchConfig:
         # the search defaults a user gets, incl. the end-of-search measurement: every method's final
         # model must measure within 1.05x its latency budget (else the next candidate is taken)
         return SearchConfig(episodes=args.episodes, seed=seed, measure=not args.no_search_measure,
-                            val_size=args.val_size, bn_images=args.bn_images)
+                            val_size=args.val_size, bn_images=args.bn_images,
+                            finetune_top_k=args.finetune_top_k if amc else 0)
 
     common = {"device": args.device, "latency_table": args.latency_table or _table_for(args.device, teacher_spec)}
     summaries: dict[str, Any] = {}
@@ -126,10 +127,10 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
     summaries["greedy"] = _search(g / DIRS["greedy"], SearchInputs(teacher_spec, latency_budget=lat, method="greedy",
                                                                    **common), cfg(), f"{name} {lat} s{seed} greedy")
     summaries["latency-AMC"] = _search(g / DIRS["latency-AMC"], SearchInputs(teacher_spec, latency_budget=lat, **common),
-                                       cfg(), f"{name} {lat} s{seed} latency-AMC")
+                                       cfg(amc=True), f"{name} {lat} s{seed} latency-AMC")
     macs = summaries["latency-AMC"]["final"]["macs"]
     summaries["FLOPs-AMC"] = _search(g / DIRS["FLOPs-AMC"], SearchInputs(teacher_spec, flops_budget=str(macs), **common),
-                                     cfg(), f"{name} {lat} s{seed} FLOPs-AMC")
+                                     cfg(amc=True), f"{name} {lat} s{seed} FLOPs-AMC")
     ft = {m: _finetune(g / DIRS[m], teacher_spec, args.finetune_epochs, args.finetune_images, seed,
                        f"{name} {lat} s{seed} {m}") for m in METHODS}
     t0 = time.perf_counter()
@@ -246,6 +247,8 @@ def main() -> None:
     p.add_argument("--bn-images", type=int, default=1000)
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-images", type=int, default=10000)
+    p.add_argument("--finetune-top-k", type=int, default=0,
+                   help="AMC searches: a short KD pass on this many images for each top-k candidate before picking")
     p.add_argument("--no-search-measure", action="store_true",
                    help="skip each search's own end-of-search measurement (round 2 ran this way)")
     p.add_argument("--out", default="runs/bench_search_quality")

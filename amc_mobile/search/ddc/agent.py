@@ -31,6 +31,7 @@ class PolicyConfig:
     lr: float = 0.02  # Adam learning rate of the policy
     baseline_decay: float = 0.8  # EMA factor of the reward baseline b (eq. 11): b <- d * b + (1 - d) * mean(R)
     init_remove_prob: float = 0.5  # initial probability of removing a removable unit (bias of the output)
+    entropy_weight: float = 0.0  # bonus on the policy's entropy (sum over units), keeps it from committing early
 
     def check(self) -> None:
         if self.hidden < 1:
@@ -41,6 +42,8 @@ class PolicyConfig:
             raise UserError(f"baseline decay must be in [0, 1), got {self.baseline_decay}")
         if not 0.0 < self.init_remove_prob < 1.0:
             raise UserError(f"initial removal probability must be in (0, 1), got {self.init_remove_prob}")
+        if not self.entropy_weight >= 0.0:
+            raise UserError(f"policy entropy weight must be >= 0, got {self.entropy_weight}")
 
 
 class BiLSTMPolicy(nn.Module):
@@ -114,6 +117,10 @@ class ReinforceAgent:
         logp = -nn.functional.binary_cross_entropy_with_logits(
             logits.expand(actions.shape[0], -1), actions.float(), reduction="none").sum(dim=1)
         loss = -(logp * advantage).mean()
+        if self.cfg.entropy_weight:
+            p = torch.sigmoid(logits)
+            entropy = -(p * torch.log(p.clamp_min(1e-12)) + (1 - p) * torch.log((1 - p).clamp_min(1e-12))).sum()
+            loss = loss - self.cfg.entropy_weight * entropy
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
