@@ -97,6 +97,7 @@ class DDCConfig:
     measure_top: int = 3  # best candidates measured on the device before the final pick (0: predicted only)
     policy_hidden: int = 32  # Bi-LSTM hidden size per direction
     policy_lr: float = 0.02  # Adam learning rate of the policy
+    policy_entropy: float = 0.0  # weight of an entropy bonus on the policy (0: plain REINFORCE, as DDC)
     baseline_decay: float = 0.8  # EMA factor of the REINFORCE baseline (eq. 11)
     amc_episodes: int = 100  # ddc+amc: episodes of the AMC channel search
     seed: int = 0
@@ -130,7 +131,8 @@ class DDCConfig:
         self.policy_config().check()
 
     def policy_config(self) -> PolicyConfig:
-        return PolicyConfig(hidden=self.policy_hidden, lr=self.policy_lr, baseline_decay=self.baseline_decay)
+        return PolicyConfig(hidden=self.policy_hidden, lr=self.policy_lr, baseline_decay=self.baseline_decay,
+                            entropy_weight=self.policy_entropy)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -424,6 +426,9 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "student_epochs": (int, "DDC: passes of each student's KD pass over its images [default: 1]."),
     "measure_top": (int, "DDC: best candidates measured on the device before the final pick [default: 3]."),
     "amc_episodes": (int, "ddc+amc: episodes of the AMC channel search after the removal [default: 100]."),
+    "policy_lr": (float, "DDC: Adam learning rate of the Bi-LSTM policy [default: 0.02]."),
+    "policy_entropy": (float, "DDC: weight of an entropy bonus that keeps the policy exploring (0: plain "
+                              "REINFORCE) [default: 0]."),
 }
 _SHARED = {"episodes": "episodes", "seed": "seed", "measure": "measure", "val_size": "val_size",
            "bn_images": "bn_images", "metric": "metric", "ddc_thresholds": "thresholds"}
