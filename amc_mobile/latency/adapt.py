@@ -35,6 +35,11 @@ from amc_mobile.storage import user_cache_dir
 from amc_mobile.threads import torch_threads
 
 MAX_ADAPT_MEASUREMENTS = 10
+# An adaptation must cut the held-out error by at least this share of it (and by one point): on a
+# noisy machine a refit that "improves" 18.4% -> 18.2% on five models is noise, and accepting such
+# refits one search after another made a table random-walk (bench/README, issue 11).
+MIN_RELATIVE_GAIN = 0.10
+MIN_ABSOLUTE_GAIN = 0.01
 
 
 @dataclass
@@ -248,7 +253,8 @@ def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size:
                 seed: int = 4242, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Adapt ``table`` to this device; returns the adaptation record (``accepted``, before/after
     errors on the held-out models, coefficients, reference/overhead times now). Accepted only when
-    the held-out error (the worse of the ms and ratio medians) goes down.
+    the held-out error (the worse of the ms and ratio medians) goes down by more than noise: by at
+    least :data:`MIN_RELATIVE_GAIN` of it and :data:`MIN_ABSOLUTE_GAIN`.
 
     ``ratio_ok`` (the table's drift-free ratios already fit): only the reference and overhead times
     are re-measured (no extra measurement: they come with the held-out models). Otherwise at most
@@ -274,7 +280,7 @@ def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size:
     # absolute budgets and relative ones right; a stale reference time can hide a ratio bias in ms)
     worst_before = max(b_ms["median_abs_error"], b_r["median_abs_error"])
     worst_after = max(a_ms["median_abs_error"], a_r["median_abs_error"])
-    better = worst_after < worst_before
+    better = worst_after <= worst_before - max(MIN_ABSOLUTE_GAIN, MIN_RELATIVE_GAIN * worst_before)
     return {
         "method": method, "accepted": bool(better), "measurements": len(fit), "held_out": len(held_out),
         "coef": coef.to_dict(), "ref_ms": ref_now, "overhead_ms": over_now, "loo_median_abs_error": loo,

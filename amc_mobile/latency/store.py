@@ -283,7 +283,8 @@ def open_table_for(device: str, model: nn.Module, input_size: int | None = None,
                 else:
                     say(f"adaptation rejected ({ad['method']}): held-out median |error| would go "
                         f"{100 * ad['before']['combined_median_abs_error']:.1f}% -> "
-                        f"{100 * ad['after']['combined_median_abs_error']:.1f}%")
+                        f"{100 * ad['after']['combined_median_abs_error']:.1f}% (it must fall by a tenth and "
+                        "at least one point)")
                 if not ad["reaches_tolerance"] and not val["passed"]:
                     if build and table_path is None and source != "user":  # own tables are never replaced unasked
                         say("adaptation cannot reach the tolerance: re-profiling this device (resumable)")
