@@ -49,6 +49,13 @@ def build_oracle(args: argparse.Namespace, path: Path) -> dict[str, object]:
                 f.flush()
                 done[key] = row
         print(f"oracle: {len(done)} architectures ({time.perf_counter() - t0:.0f} s this call)", flush=True)
+    # only the students' accuracy is cached: latency and reward come from this call's table, so rows
+    # written by earlier calls (a table adapted or re-profiled since) stay consistent with each other
+    for key, row in done.items():
+        gone = tuple(k for k in key.split(",") if k)
+        row["latency_ms"] = problem.latency_ms(gone)
+        row["reward"] = problem.reward({"top1": row["top1"], "params": row["params"], "macs": row.get("macs", 0.0)},
+                                       row["latency_ms"])  # DDC's reward does not read MACs
     return {"names": names, "rows": done, "features": problem.features.tolist(),
             "removable": [e.removable for e in problem.elements]}
 

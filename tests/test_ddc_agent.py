@@ -24,21 +24,24 @@ def test_policy_conditions_on_neighbours_not_on_its_own_lstm_state() -> None:
     assert ((policy(z) - base).abs()[0] > 1e-7).all()
 
 
-def test_learns_to_remove_the_units_a_synthetic_reward_favours() -> None:
+@pytest.mark.parametrize(("lr", "iterations"), [(0.02, 60), (PolicyConfig().lr, 200)])
+def test_learns_to_remove_the_units_a_synthetic_reward_favours(lr: float, iterations: int) -> None:
     """SB3-style learnability: a reward that pays for matching a hidden remove/keep pattern is learnt
-    within 300 samples (60 iterations of DDC's 5) from a 50/50 start."""
+    from a 50/50 start within 300 samples (60 iterations of DDC's 5) at lr 0.02, and within 1,000 at
+    the default lr, which is slower on purpose (bench/README "DDC": it explores longer and finds better
+    students on real removal spaces)."""
     torch.manual_seed(0)
     features = torch.rand(12, 8)
     removable = [i % 3 != 0 for i in range(12)]
     target = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0])
-    agent = ReinforceAgent(features, removable, PolicyConfig(), seed=0)
-    for _ in range(60):
+    agent = ReinforceAgent(features, removable, PolicyConfig(lr=lr), seed=0)
+    for _ in range(iterations):
         actions = agent.sample(5)
         rewards = [float((a == target).float().mean()) ** 2 for a in actions]
         agent.update(actions, rewards)
     assert torch.equal(agent.greedy(), target)
     p = agent.remove_probs()
-    assert (p[target == 1] > 0.8).all() and (p[target == 0] < 0.2).all()
+    assert (p[target == 1] > 0.7).all() and (p[target == 0] < 0.3).all()
 
 
 def test_entropy_bonus_keeps_the_policy_from_committing_early() -> None:
@@ -51,7 +54,7 @@ def test_entropy_bonus_keeps_the_policy_from_committing_early() -> None:
 
     def run(entropy: float) -> torch.Tensor:
         torch.manual_seed(0)
-        agent = ReinforceAgent(features, [True] * 10, PolicyConfig(entropy_weight=entropy), seed=0)
+        agent = ReinforceAgent(features, [True] * 10, PolicyConfig(lr=0.02, entropy_weight=entropy), seed=0)
         for _ in range(20):
             actions = agent.sample(5)
             agent.update(actions, [float((a == target).float().mean()) for a in actions])

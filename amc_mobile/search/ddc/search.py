@@ -96,7 +96,7 @@ class DDCConfig:
     val_size: int = 2000  # held-out val images scoring each student
     measure_top: int = 3  # best candidates measured on the device before the final pick (0: predicted only)
     policy_hidden: int = 32  # Bi-LSTM hidden size per direction
-    policy_lr: float = 0.02  # Adam learning rate of the policy
+    policy_lr: float = 0.005  # Adam learning rate of the policy (measured in bench/ddc_agent_tuning.py)
     policy_entropy: float = 0.0  # weight of an entropy bonus on the policy (0: plain REINFORCE, as DDC)
     baseline_decay: float = 0.8  # EMA factor of the REINFORCE baseline (eq. 11)
     amc_episodes: int = 100  # ddc+amc: episodes of the AMC channel search
@@ -426,7 +426,7 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "student_epochs": (int, "DDC: passes of each student's KD pass over its images [default: 1]."),
     "measure_top": (int, "DDC: best candidates measured on the device before the final pick [default: 3]."),
     "amc_episodes": (int, "ddc+amc: episodes of the AMC channel search after the removal [default: 100]."),
-    "policy_lr": (float, "DDC: Adam learning rate of the Bi-LSTM policy [default: 0.02]."),
+    "policy_lr": (float, "DDC: Adam learning rate of the Bi-LSTM policy [default: 0.005]."),
     "policy_entropy": (float, "DDC: weight of an entropy bonus that keeps the policy exploring (0: plain "
                               "REINFORCE) [default: 0]."),
 }
