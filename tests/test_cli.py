@@ -173,7 +173,11 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "amc_mobile.cli.main", "train", "--model", "mobilenet_v1_cifar", "--width",
             "0.25", "--data-dir", str(root), "--epochs", "200", "--batch-size", "64", "--threads", "1",
             "--no-test", "--out", str(out_dir)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a test run started in the background of a non-interactive shell inherits SIGINT ignored (POSIX),
+    # and Python keeps it ignored in the child: give the child the default disposition a terminal
+    # user has, so that Ctrl-C raises KeyboardInterrupt there
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out_dir / "metrics.json").exists():  # epoch 1 is saved: a well-defined point
