@@ -156,6 +156,32 @@ def test_an_adaptation_that_does_not_help_is_rejected(devices: Path) -> None:
     assert ad["after"]["combined_median_abs_error"] >= ad["before"]["combined_median_abs_error"]
 
 
+def test_a_stale_reference_time_is_renewed_without_a_misleading_refit(devices: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table's ratios fit this device but its reference time is stale (ms off by a third), and
+    the refit chosen on the fit models bends the ratios (on a real machine: 10 fit models that do
+    not represent random policies; here the real refit, distorted by 30%): only the reference and
+    overhead times are renewed, and the refit is recorded as not used."""
+    import amc_mobile.latency.adapt as adapt
+
+    real = adapt.choose_refit
+
+    def overfitted(table: LatencyTable, fit: Any) -> Any:
+        name, coef, loo = real(table, fit)
+        return name, adapt._scaled(coef, 1.3, 0.0), loo
+
+    monkeypatch.setattr(adapt, "choose_refit", overfitted)
+    model = _tiny()
+    table = LatencyTable.load(_ship(devices, "fakedev", model))
+    table.ref_ms *= 1.5
+    held_out = adapt.measure_models(load_profile("fakedev"), model, 8,
+                                    adapt.validation_configs(model, 8, 4, seed=3))
+    ad = adapt.adapt_table(table, load_profile("fakedev"), model, 8, held_out)
+    assert ad["accepted"] and ad["method"] == "rescale" and ad["measurements"] == 10
+    assert ad["refit_not_used"]["combined_median_abs_error"] > ad["after"]["combined_median_abs_error"]
+    assert ad["before"]["median_abs_error"] > 0.2 > 0.05 > ad["after"]["median_abs_error"]
+
+
 def test_an_adaptation_within_noise_is_rejected(devices: Path) -> None:
     """A table 0.6% off: a refit removes that, but a gain below one point is noise on a real machine,
     and accepting such refits search after search makes a table drift; it is kept as it is."""
