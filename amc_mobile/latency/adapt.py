@@ -156,6 +156,14 @@ def summarize(errs: Sequence[float]) -> dict[str, float]:
     return {"median_abs_error": median(a), "worst_abs_error": max(a), "within_10pct": sum(x <= 0.10 for x in a) / len(a)}
 
 
+def _judged(errs: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float], float]:
+    """(ms summary, ratio summary, the worse of their medians): one figure per table, since a table
+    must get both absolute budgets and relative ones right (a stale reference time can hide a ratio
+    bias in ms)."""
+    ms, ratio = summarize(errs["ms"]), summarize(errs["ratio"])
+    return ms, ratio, max(ms["median_abs_error"], ratio["median_abs_error"])
+
+
 def _candidates(table: LatencyTable, fit: Sequence[Measured]) -> dict[str, Callable[[Sequence[int]], Coefficients | None]]:
     """Nested refits of the whole-model correction, each a function of the fit rows to use."""
     feats = [table.raw_features(m.desc) for m in fit]
@@ -275,22 +283,15 @@ def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size:
         ref_now = median([m.ref_ms for m in fit] + [m.ref_ms for m in held_out])
         over_now = median([m.overhead_ms for m in fit] + [m.overhead_ms for m in held_out])
         method, coef, loo = choose_refit(table, fit)
-    after = errors(table, held_out, coef, ref_now, over_now)
-    b_ms, a_ms = summarize(before["ms"]), summarize(after["ms"])
-    b_r, a_r = summarize(before["ratio"]), summarize(after["ratio"])
-    # one figure per table: the worse of its ms and drift-free ratio errors (a table must get both
-    # absolute budgets and relative ones right; a stale reference time can hide a ratio bias in ms)
-    worst_before = max(b_ms["median_abs_error"], b_r["median_abs_error"])
-    worst_after = max(a_ms["median_abs_error"], a_r["median_abs_error"])
+    b_ms, b_r, worst_before = _judged(before)
+    a_ms, a_r, worst_after = _judged(errors(table, held_out, coef, ref_now, over_now))
     refit_after: dict[str, Any] | None = None
     if not ratio_ok:
         # The refit is chosen on the fit models (uniform widths, a few random and block-removed ones); when
         # the table's ratios already rank this device's models better than that refit does on the held-out
         # ones, only the reference/overhead times are renewed (measured on a machine with other kernels: the
         # refits raised the ratio error 4.2% -> 5.1% on V1 and 6.3% -> 9.2% on V2, bench/README issue 11)
-        keep = errors(table, held_out, table.coef, ref_now, over_now)
-        k_ms, k_r = summarize(keep["ms"]), summarize(keep["ratio"])
-        worst_keep = max(k_ms["median_abs_error"], k_r["median_abs_error"])
+        k_ms, k_r, worst_keep = _judged(errors(table, held_out, table.coef, ref_now, over_now))
         if worst_keep < worst_after:
             refit_after = {"method": method, "combined_median_abs_error": worst_after}
             method, coef, a_ms, a_r, worst_after = "rescale", table.coef, k_ms, k_r, worst_keep
