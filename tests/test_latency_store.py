@@ -457,3 +457,14 @@ def test_host_fingerprint_has_the_stable_facts_and_no_live_ones() -> None:
     for key in ("runtime_version", "provider", "threads", "cpu_model", "isa", "cores"):
         assert key in ident
     assert "host" not in ident and "device" not in ident
+
+
+def test_an_isa_difference_names_the_flags_on_each_side() -> None:
+    from amc_mobile.latency.fingerprint import differences
+
+    common = "sse4_2,avx,avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512_vnni"
+    table = {"cpu_model": "Intel Xeon", "isa": common + ",avx512_fp16,amx_tile,amx_int8"}
+    here = {"cpu_model": "AMD EPYC", "isa": common + ",avx512_bf16"}
+    diffs = differences(table, here)
+    assert "isa: table only avx512_fp16,amx_tile,amx_int8; here only avx512_bf16" in diffs
+    assert "cpu_model Intel Xeon != AMD EPYC" in diffs

@@ -88,6 +88,14 @@ def _fmt(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _isa_difference(table: str, here: str) -> str:
+    """The flags on one side only (two long flag lists cut to a prefix would look equal)."""
+    a, b = set(filter(None, table.split(","))), set(filter(None, here.split(",")))
+    parts = [f"table only {','.join(f for f in ISA_FLAGS if f in a - b)}" if a - b else "",
+             f"here only {','.join(f for f in ISA_FLAGS if f in b - a)}" if b - a else ""]
+    return "isa: " + "; ".join(p for p in parts if p)
+
+
 def differences(table: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
     """``key table_value != here_value`` for each identity key that differs (missing counts as '?').
 
@@ -102,6 +110,8 @@ def differences(table: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
             continue
         if key not in table or a is None:
             lacking.append(key)
+        elif key == "isa" and isinstance(a, str) and isinstance(b, str):
+            out.append(_isa_difference(a, b))
         else:
             out.append(f"{key} {_fmt(a)} != {_fmt(b)}")
     if lacking:
