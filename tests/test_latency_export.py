@@ -51,3 +51,17 @@ def test_missing_tflite_extra_is_one_line(monkeypatch) -> None:
 
     with pytest.raises(UserError, match=r"pip install 'amc-mobile\[tflite\]'"):
         export_tflite(*reference_workload()[:1], "x.tflite", (1, 32, 56, 56))
+
+
+def test_small_input_profiling_models_pass_the_export_check(tmp_path) -> None:
+    """A 32-px ImageNet MobileNet-V2 ends in 1x1 maps: its random-weight calibration models must still
+    be well-conditioned enough for the backend's numerical check (was 4e-3 off with a 2-image BN batch)."""
+    from amc_mobile.export.onnx import export_onnx
+    from amc_mobile.latency.profiling import build_config_model, calibration_configs
+    from amc_mobile.models import create_model
+
+    model = create_model("mobilenet_v2", input_size=32)
+    for cfg in calibration_configs(model, 32)[:4]:
+        net = build_config_model(model, 32, cfg)
+        report = export_onnx(net, tmp_path / f"{cfg.config_id}.onnx", (1, 3, 32, 32), atol=1e-3)
+        assert report.max_abs_error < 1e-3, cfg.config_id
