@@ -67,9 +67,22 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
     adapted = LatencyTable.load(path)
     adapted.apply_adaptation(ad)
     after = lut_fidelity.evaluate(adapted, held, device, model_name)
+    alt: dict = {}
+    for widths in args.compare_fit_widths:
+        # another set of adaptation measurements, judged on the same held-out models
+        w = tuple(float(x) for x in widths.split(","))
+        ad_w = adapt_table(table, prof, model, size, held, n_measurements=args.measurements, seed=args.fit_seed,
+                           fit_widths=w)
+        t_w = LatencyTable.load(path)
+        t_w.apply_adaptation(ad_w)
+        ev = lut_fidelity.evaluate(t_w, held, device, model_name)
+        alt[widths] = {"adaptation": ad_w, "after": ev}
+        print(f"[{device} {model_name}] adaptation with uniform widths {widths}: {ad_w['method']}, ratio median |err| "
+              f"{100 * ev['median_abs_err']:.1f}%, within +-10% {100 * ev['within_10pct']:.0f}%; ms "
+              f"{100 * ev['median_abs_err_ms']:.1f}% / {100 * ev['within_10pct_ms']:.0f}%", flush=True)
     res = {"device": device, "model": model_name, "table": str(path), "fingerprint_differences": diffs,
            "held_out_configs": len(held), "held_out_measure_seconds": t_held, "adaptation": ad,
-           "before": before, "after": after, "own_build": build}
+           "before": before, "after": after, "own_build": build, "fit_width_variants": alt}
     if own is not None:
         res["own"] = lut_fidelity.evaluate(own, held, device, model_name)
         o = res["own"]
@@ -99,6 +112,8 @@ def main() -> None:
     ap.add_argument("--carried-dir", default=str(REPO_PROFILES), help="where the carried tables are")
     ap.add_argument("--own-dir", default=None, help="build/resume this machine's tables here (and compare)")
     ap.add_argument("--points", type=int, default=5, help="grid values per axis of the own table")
+    ap.add_argument("--compare-fit-widths", nargs="*", default=[], metavar="W1,W2,...",
+                    help="also adapt with these uniform widths among the measurements (same held-out models)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results" / "lut_adapt"))
     args = ap.parse_args()
     import torch
