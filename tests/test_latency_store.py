@@ -468,3 +468,16 @@ def test_an_isa_difference_names_the_flags_on_each_side() -> None:
     diffs = differences(table, here)
     assert "isa: table only avx512_fp16,amx_tile,amx_int8; here only avx512_bf16" in diffs
     assert "cpu_model Intel Xeon != AMD EPYC" in diffs
+
+
+def test_adaptation_spends_at_most_ten_measurements_on_widths_random_policies_and_removed_blocks() -> None:
+    from amc_mobile.latency.adapt import FIT_WIDTHS, MAX_ADAPT_MEASUREMENTS, adaptation_configs
+
+    model = create_model("mobilenet_v2", input_size=32)
+    kinds = lambda cfgs: [c.config_id.split("-")[1] for c in cfgs]  # noqa: E731
+    default = adaptation_configs(model, 32)
+    assert len(default) == MAX_ADAPT_MEASUREMENTS
+    assert kinds(default).count("uniform") == len(FIT_WIDTHS) and kinds(default).count("removed") == 2
+    other = adaptation_configs(model, 32, widths=(0.6, 0.3))
+    assert kinds(other) == ["uniform"] * 2 + ["random"] * 6 + ["removed"] * 2
+    assert all(c.removed for c in other[-2:]) and len({c.keep for c in other}) == len(other)
