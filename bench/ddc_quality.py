@@ -78,7 +78,7 @@ def _run_method(method: str, teacher_spec: str, budget: str | None, base: Path, 
     if method in ("ddc", "ddc+amc"):
         cfg = DDCConfig(episodes=args.episodes, samples_per_iteration=args.samples,
                         student_images=args.student_images, val_size=args.val_size,
-                        amc_episodes=args.amc_episodes, measure=False)
+                        amc_episodes=args.amc_episodes, measure=False, seed=args.seed)
         s = run_ddc_search(DDCInputs(teacher_spec, device=args.device, latency_budget=budget,
                                      data_dir=args.data_dir, method=method), cfg, base / method, log=_log)
         amc = s.get("amc") or {}
@@ -89,7 +89,8 @@ def _run_method(method: str, teacher_spec: str, budget: str | None, base: Path, 
     else:  # latency-AMC alone; without a budget at DDC's T_th (30%)
         inputs = SearchInputs(checkpoint=teacher_spec, device=args.device, latency_budget=budget or "30%",
                               data_dir=args.data_dir, method="amc")
-        run_search(inputs, SearchConfig(episodes=args.amc_episodes, measure=False, val_size=args.val_size),
+        run_search(inputs, SearchConfig(episodes=args.amc_episodes, measure=False, val_size=args.val_size,
+                                        seed=args.seed),
                    base / "amc", progress=False, log=_log)
         final = base / "amc" / "pruned.pt"
         results[method] = {"search_wall_s": json.loads((base / "amc" / "summary.json").read_text())["search_wall_s"]}
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student-images", type=int, default=2000)
     p.add_argument("--val-size", type=int, default=2000)
     p.add_argument("--amc-episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="search seed of every method (the KD fine-tune keeps seed 0); "
+                   "one --out per seed")
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-images", type=int, default=10000)
     p.add_argument("--subset-classes", default="Sandal,Sneaker,Bag,Ankle boot")
