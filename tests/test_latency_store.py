@@ -442,9 +442,9 @@ def test_profile_command_makes_sure_the_device_has_a_table(devices: Path, capsys
     tiny = ["--model", "mobilenet_v1_cifar", "--width", "0.25", "--resolution", "8", "--in-chans", "1"]
     assert run_app(app, ["profile", "--device", "fakedev", *tiny, "--points", "2"]) == 0
     out = capsys.readouterr().out
-    assert str(user_tables_dir("fakedev")) in out and "(user, profiled)" in out
+    assert str(user_tables_dir("fakedev")) in out and "(user table; this run: profiled)" in out
     assert run_app(app, ["profile", "--device", "fakedev", *tiny, "--points", "2"]) == 0
-    assert capsys.readouterr().out.strip().endswith("(user)")  # fits: nothing measured again
+    assert capsys.readouterr().out.strip().endswith("(user table)")  # fits: nothing measured again
 
 
 def test_host_fingerprint_has_the_stable_facts_and_no_live_ones() -> None:

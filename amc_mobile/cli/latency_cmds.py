@@ -130,8 +130,8 @@ def profile(
             _, report = ensure_table(device, net, size, checkpoint, reprofile=reprofile, log=_say, progress=bar,
                                      profile_options=opts)
             bar.close()
-            _say(f"{device}: using {report['table']} ({report['source']}"
-                 f"{', ' + ', '.join(report['actions']) if report['actions'] else ''})")
+            done_now = f"; this run: {', '.join(report['actions'])}" if report["actions"] else ""
+            _say(f"{device}: using {report['table']} ({report['source']} table{done_now})")
             return
         else:
             from amc_mobile.latency.profiling import profile_table
