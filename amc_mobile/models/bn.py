@@ -9,7 +9,7 @@ from torch import nn
 def _enough_samples(shape: tuple[int, ...]) -> tuple[int, ...]:
     """``shape`` with a batch large enough for small inputs (at most 64): a 32-px MobileNet ends in
     1x1 maps, where two samples give near-zero variances, so the calibrated net amplifies rounding
-    until float32 torch and onnxruntime disagree by 0.4% (the export check then refuses the model)."""
+    until float32 torch and onnxruntime disagree by 0.4-1% (the export check then refuses the model)."""
     if len(shape) < 4:
         return shape
     pixels = max(1, shape[-1] * shape[-2])
@@ -20,9 +20,10 @@ def calibrate_bn(model: nn.Module, inputs: torch.Tensor | tuple[int, ...], seed:
     """Set every BatchNorm's running statistics from ``inputs`` so activations stay O(1).
 
     ``inputs`` is a batch of images (fed in chunks of 64, statistics averaged over them) or a shape,
-    for one seeded random batch (enlarged for small inputs, see :func:`_enough_samples`). Randomly initialised deep nets otherwise shrink activations layer
-    by layer into float32 denormals, which many CPUs process 10-100x slower: timings of such models
-    are not those of trained ones. Returns ``model`` in eval mode (see :func:`reestimate_bn`).
+    for one seeded random batch (enlarged for small inputs, see :func:`_enough_samples`). Randomly
+    initialised deep nets otherwise shrink activations layer by layer into float32 denormals, which
+    many CPUs process 10-100x slower: timings of such models are not those of trained ones. Returns
+    ``model`` in eval mode (see :func:`reestimate_bn`).
     """
     if isinstance(inputs, tuple):
         inputs = torch.randn(*_enough_samples(inputs), generator=torch.Generator().manual_seed(seed))
