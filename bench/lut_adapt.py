@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import lut_fidelity  # noqa: E402
 
-from amc_mobile.latency.adapt import adapt_table, measure_models  # noqa: E402
+from amc_mobile.latency.adapt import FIT_WIDTHS, adapt_table, measure_models  # noqa: E402
 from amc_mobile.latency.fingerprint import differences  # noqa: E402
 from amc_mobile.latency.profiles import REPO_PROFILES, load_profile  # noqa: E402
 from amc_mobile.latency.profiling import profile_table  # noqa: E402
@@ -63,19 +63,20 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
     held = measure_models(prof, model, size, configs, rounds=2, seed=7)
     t_held = time.perf_counter() - t0
     before = lut_fidelity.evaluate(table, held, device, model_name)
-    ad = adapt_table(table, prof, model, size, held, n_measurements=args.measurements, seed=args.fit_seed)
-    adapted = LatencyTable.load(path)
-    adapted.apply_adaptation(ad)
-    after = lut_fidelity.evaluate(adapted, held, device, model_name)
+
+    def adapt_and_evaluate(fit_widths: tuple[float, ...] = FIT_WIDTHS) -> tuple[dict, dict]:
+        """Adapt the carried table (fresh measurements) and judge it on the held-out models."""
+        record = adapt_table(table, prof, model, size, held, n_measurements=args.measurements, seed=args.fit_seed,
+                             fit_widths=fit_widths)
+        adapted = LatencyTable.load(path)
+        adapted.apply_adaptation(record)
+        return record, lut_fidelity.evaluate(adapted, held, device, model_name)
+
+    ad, after = adapt_and_evaluate()
     alt: dict = {}
     for widths in args.compare_fit_widths:
         # another set of adaptation measurements, judged on the same held-out models
-        w = tuple(float(x) for x in widths.split(","))
-        ad_w = adapt_table(table, prof, model, size, held, n_measurements=args.measurements, seed=args.fit_seed,
-                           fit_widths=w)
-        t_w = LatencyTable.load(path)
-        t_w.apply_adaptation(ad_w)
-        ev = lut_fidelity.evaluate(t_w, held, device, model_name)
+        ad_w, ev = adapt_and_evaluate(fit_widths=tuple(float(x) for x in widths.split(",")))
         alt[widths] = {"adaptation": ad_w, "after": ev}
         print(f"[{device} {model_name}] adaptation with uniform widths {widths}: {ad_w['method']}, ratio median |err| "
               f"{100 * ev['median_abs_err']:.1f}%, within +-10% {100 * ev['within_10pct']:.0f}%; ms "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import tempfile
@@ -27,16 +26,18 @@ from pathlib import Path
 from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
+
+import lut_fidelity  # noqa: E402
 
 from amc_mobile.latency.adapt import measure_models  # noqa: E402
 from amc_mobile.latency.profiles import load_profile  # noqa: E402
-from amc_mobile.latency.profiling import ModelConfig  # noqa: E402
+from amc_mobile.latency.profiling import unit_artifacts  # noqa: E402
 from amc_mobile.latency.protocol import Protocol, ProtocolSettings  # noqa: E402
 from amc_mobile.latency.table import LatencyTable, fit_coefficients, slot_kind  # noqa: E402
-from amc_mobile.latency.units import build_unit  # noqa: E402
 from amc_mobile.models import create_model  # noqa: E402
-from amc_mobile.pruning import find_groups, round_channels  # noqa: E402
+from amc_mobile.pruning import find_groups  # noqa: E402
 from amc_mobile.storage import user_cache_dir  # noqa: E402
 
 
@@ -67,20 +68,14 @@ def main() -> None:
     model = create_model(args.model, input_size=args.resolution)
     size = args.resolution
     table = LatencyTable.load(args.table)
-    rng = random.Random(args.seed)
-    groups = find_groups(model, size)
-    configs = [ModelConfig(f"random-{i}", tuple(round_channels(g.width, rng.uniform(0.2, 1.0)) for g in groups))
-               for i in range(args.configs)]
+    # the random pruned configs of the fidelity benchmarks (they come first, before removed/AMC ones)
+    configs = lut_fidelity.configs_for(model, find_groups(model, size), args.configs, args.seed, size)[:args.configs]
     t0 = time.perf_counter()
     measured = measure_models(prof, model, size, configs, rounds=2, seed=7)
     print(f"measured {len(measured)} whole models in {time.perf_counter() - t0:.0f} s", flush=True)
 
     # every distinct unit (slot, cin, cout) of these configs, measured in isolation at its exact size
-    per_model = []
-    for m in measured:
-        plan = table._plan(m.desc)
-        layers = m.desc.layers
-        per_model.append([(p[2], layers[p[0]].in_channels, layers[p[1]].out_channels) for p in plan])
+    per_model = [[(u.slot, u.cin, u.cout) for u in table.units(m.desc)] for m in measured]
     distinct = sorted({u for units in per_model for u in units})
     backend = prof.create_backend()
     work = Path(tempfile.mkdtemp(prefix="lut_interp.", dir=user_cache_dir()))
@@ -90,11 +85,7 @@ def main() -> None:
         proto = Protocol(backend, ProtocolSettings.from_profile(prof, seed=7), work)
         for k in range(0, len(distinct), 6):
             batch = distinct[k:k + 6]
-            arts = []
-            for slot, a, b in batch:
-                mod, shape = build_unit(slot, a, b, prof.batch_size)
-                safe = slot.replace("|", "_").replace("+", "-")
-                arts.append(backend.prepare(mod, shape, work / f"{safe}_{a}_{b}{backend.artifact_suffix}"))
+            arts = unit_artifacts(backend, batch, prof.batch_size, work)
             for u, r in zip(batch, proto.measure_many(arts), strict=True):
                 exact[u] = r.ratio
             print(f"  units {min(k + 6, len(distinct))}/{len(distinct)}", flush=True)
@@ -103,22 +94,28 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     t_units = time.perf_counter() - t1
 
-    def feats_of(units: list[tuple[str, int, int]], value) -> tuple[dict[str, float], float]:
-        s, b_sum = table.features([u[0] for u in units], [u[1] for u in units], [u[2] for u in units])
+    def table_features(units: list[tuple[str, int, int]]) -> tuple[dict[str, float], float]:
+        """The table's features of a model: per-kind sums of interpolated unit ratios, boundary activations."""
+        return table.features([u[0] for u in units], [u[1] for u in units], [u[2] for u in units])
+
+    def exact_features(units: list[tuple[str, int, int]]) -> tuple[dict[str, float], float]:
+        """The same with each unit's interpolated ratio replaced by its exact measurement."""
+        _, b_sum = table_features(units)
         by_kind: dict[str, float] = {}
         for u in units:
-            by_kind[slot_kind(u[0])] = by_kind.get(slot_kind(u[0]), 0.0) + value(u)
+            by_kind[slot_kind(u[0])] = by_kind.get(slot_kind(u[0]), 0.0) + exact[u]
         return by_kind, b_sum
 
-    target = [m.ratio - table.overhead_ms / table.ref_ms for m in measured]
     offset = table.overhead_ms / table.ref_ms
-    f_interp = [feats_of(u, lambda x: table._interp(*x)) for u in per_model]
-    f_exact = [feats_of(u, lambda x: exact[x]) for u in per_model]
+    target = [m.ratio - offset for m in measured]
+    f_interp = [table_features(u) for u in per_model]
+    f_exact = [exact_features(u) for u in per_model]
     e_interp = loo_errors(f_interp, target, offset)
     e_exact = loo_errors(f_exact, target, offset)
     e_table = [table.predict_ratio(m.desc) / m.ratio - 1 for m in measured]
     noise = [m.rounds[0] / m.rounds[1] - 1 for m in measured]
-    unit_err = [table._interp(*u) / exact[u] - 1 for u in distinct]
+    interp = {u: table._interp(*u) for u in distinct}
+    unit_err = [interp[u] / exact[u] - 1 for u in distinct]
 
     def summ(e: list[float]) -> dict[str, float]:
         return {"median_abs": median(abs(x) for x in e), "within_10pct": sum(abs(x) <= 0.10 for x in e) / len(e)}
@@ -127,7 +124,7 @@ def main() -> None:
            "distinct_units": len(distinct), "unit_seconds": t_units,
            "table_as_is": summ(e_table), "interpolated_loo": summ(e_interp), "exact_units_loo": summ(e_exact),
            "noise_floor": summ(noise), "unit_interp_vs_exact": summ(unit_err),
-           "units": [{"slot": u[0], "cin": u[1], "cout": u[2], "exact": exact[u], "interpolated": table._interp(*u)}
+           "units": [{"slot": u[0], "cin": u[1], "cout": u[2], "exact": exact[u], "interpolated": interp[u]}
                      for u in distinct],
            "rows": [{"config": m.config.config_id, "keep": list(m.config.keep), "meas_ratio": m.ratio,
                      "err_table": a, "err_interp_loo": b, "err_exact_loo": c, "noise": n}

@@ -113,25 +113,17 @@ class DeviceMeasurer:
     def measure_rows(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
         """Table rows (:data:`amc_mobile.latency.table.COLUMNS` plus ``live`` and ``device``) for these
         grid points, measured interleaved with the reference workload."""
-        from amc_mobile.latency.units import build_unit
+        from amc_mobile.latency.profiling import grid_row, unit_artifacts
         from amc_mobile.threads import torch_threads
 
         with torch_threads(1):
-            arts = []
-            for slot, a, b in rows:
-                mod, shape = build_unit(slot, a, b, self.profile.batch_size)
-                safe = slot.replace("|", "_").replace("+", "-")
-                arts.append(self.backend.prepare(mod, shape, self.work / f"{safe}_{a}_{b}{self.backend.artifact_suffix}"))
+            arts = unit_artifacts(self.backend, rows, self.profile.batch_size, self.work)
             ms = self.proto.measure_many(arts)
         stamp, live = _now(), self._live()
         for p in arts:
             if p.parent == self.work:
                 p.unlink(missing_ok=True)
-        return [{"slot": slot, "cin": a, "cout": b, "latency_ms": m.stats.median_ms, "p10_ms": m.stats.p10_ms,
-                 "p90_ms": m.stats.p90_ms, "std_ms": m.stats.std_ms, "windows": m.stats.count, "ratio": m.ratio,
-                 "ratio_p10": m.ratio_p10, "ratio_p90": m.ratio_p90, "ref_ms": m.ref_ms, "overhead_ms": m.overhead_ms,
-                 "runs_per_window": m.runs_per_window, "measured_at": stamp, "live": live, "device": self.name}
-                for (slot, a, b), m in zip(rows, ms, strict=True)]
+        return [{**grid_row(key, m, stamp, live), "device": self.name} for key, m in zip(rows, ms, strict=True)]
 
     def _live(self) -> str:
         live = self.backend.live()

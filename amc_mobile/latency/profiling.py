@@ -366,6 +366,25 @@ def table_meta_for(model: nn.Module, desc: ModelDescription, residual: list[str]
     }
 
 
+def unit_artifacts(backend: Any, keys: Sequence[tuple[str, int, int]], batch_size: int, work: Path) -> list[Path]:
+    """Each grid point ``(slot, cin, cout)`` built as its isolated unit and prepared by ``backend``."""
+    arts = []
+    for slot, a, b in keys:
+        mod, shape = build_unit(slot, a, b, batch_size)
+        safe = slot.replace("|", "_").replace("+", "-")
+        arts.append(backend.prepare(mod, shape, work / f"{safe}_{a}_{b}{backend.artifact_suffix}"))
+    return arts
+
+
+def grid_row(key: tuple[str, int, int], m: Any, stamp: str, live: str) -> dict[str, Any]:
+    """The table row of grid point ``key`` from its protocol measurement ``m``."""
+    slot, a, b = key
+    return {"slot": slot, "cin": a, "cout": b, "latency_ms": m.stats.median_ms, "p10_ms": m.stats.p10_ms,
+            "p90_ms": m.stats.p90_ms, "std_ms": m.stats.std_ms, "windows": m.stats.count, "ratio": m.ratio,
+            "ratio_p10": m.ratio_p10, "ratio_p90": m.ratio_p90, "ref_ms": m.ref_ms, "overhead_ms": m.overhead_ms,
+            "runs_per_window": m.runs_per_window, "measured_at": stamp, "live": live}
+
+
 def _batches(todo: Sequence[tuple[str, int, int]], n: int) -> Iterator[Sequence[tuple[str, int, int]]]:
     for start in range(0, len(todo), n):
         yield todo[start:start + n]
@@ -409,21 +428,12 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
             if progress:
                 progress(len(done), total)
             for batch in _batches(todo, batch_rows):
-                arts = []
-                for slot, a, b in batch:
-                    mod, shape = build_unit(slot, a, b, profile.batch_size)
-                    safe = slot.replace("|", "_").replace("+", "-")
-                    arts.append(backend.prepare(mod, shape, work / f"{safe}_{a}_{b}{backend.artifact_suffix}"))
+                arts = unit_artifacts(backend, batch, profile.batch_size, work)
                 ms = proto.measure_many(arts)
                 stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 live = _live_text(backend.live())
-                new_rows += writer.append_rows([
-                    {"slot": slot, "cin": a, "cout": b, "latency_ms": m.stats.median_ms, "p10_ms": m.stats.p10_ms,
-                     "p90_ms": m.stats.p90_ms, "std_ms": m.stats.std_ms, "windows": m.stats.count, "ratio": m.ratio,
-                     "ratio_p10": m.ratio_p10, "ratio_p90": m.ratio_p90, "ref_ms": m.ref_ms,
-                     "overhead_ms": m.overhead_ms, "runs_per_window": m.runs_per_window, "measured_at": stamp,
-                     "live": live}
-                    for (slot, a, b), m in zip(batch, ms, strict=True)])
+                new_rows += writer.append_rows([grid_row(key, m, stamp, live)
+                                                for key, m in zip(batch, ms, strict=True)])
                 for p in arts:
                     if p.parent == work:
                         p.unlink(missing_ok=True)
