@@ -473,8 +473,10 @@ def test_an_isa_difference_names_the_flags_on_each_side() -> None:
 def test_adaptation_spends_at_most_ten_measurements_on_widths_random_policies_and_removed_blocks() -> None:
     from amc_mobile.latency.adapt import FIT_WIDTHS, MAX_ADAPT_MEASUREMENTS, adaptation_configs
 
+    def kinds(cfgs: list) -> list[str]:  # config ids are "fit-<kind>-..."
+        return [c.config_id.split("-")[1] for c in cfgs]
+
     model = create_model("mobilenet_v2", input_size=32)
-    kinds = lambda cfgs: [c.config_id.split("-")[1] for c in cfgs]  # noqa: E731
     default = adaptation_configs(model, 32)
     assert len(default) == MAX_ADAPT_MEASUREMENTS
     assert kinds(default).count("uniform") == len(FIT_WIDTHS) and kinds(default).count("removed") == 2
