@@ -102,7 +102,7 @@ def _done_keys(rows_path: Path) -> set[tuple[str, str, int, str]]:
 
 
 def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: int, out: Path) -> list[dict[str, Any]]:
-    """Search, fine-tune and measure the four methods of one (teacher, budget, seed)."""
+    """Search, fine-tune and measure the methods (``--methods``, default all four) of one (teacher, budget, seed)."""
     from amc_mobile.latency.measure import measure_on_device
     from amc_mobile.models.arch import require_arch
     from amc_mobile.models.checkpoint import load_checkpoint
@@ -121,28 +121,32 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
                             finetune_top_k=args.finetune_top_k if amc else 0)
 
     common = {"device": args.device, "latency_table": args.latency_table or _table_for(args.device, teacher_spec)}
+    methods = args.methods
     summaries: dict[str, Any] = {}
-    summaries["uniform"] = _search(g / DIRS["uniform"], SearchInputs(teacher_spec, latency_budget=lat, method="uniform",
-                                                                     **common), cfg(), f"{name} {lat} s{seed} uniform")
-    summaries["greedy"] = _search(g / DIRS["greedy"], SearchInputs(teacher_spec, latency_budget=lat, method="greedy",
-                                                                   **common), cfg(), f"{name} {lat} s{seed} greedy")
+    for m in ("uniform", "greedy"):
+        if m in methods:
+            summaries[m] = _search(g / DIRS[m], SearchInputs(teacher_spec, latency_budget=lat, method=m, **common),
+                                   cfg(), f"{name} {lat} s{seed} {m}")
     summaries["latency-AMC"] = _search(g / DIRS["latency-AMC"], SearchInputs(teacher_spec, latency_budget=lat, **common),
                                        cfg(amc=True), f"{name} {lat} s{seed} latency-AMC")
-    macs = summaries["latency-AMC"]["final"]["macs"]
-    summaries["FLOPs-AMC"] = _search(g / DIRS["FLOPs-AMC"], SearchInputs(teacher_spec, flops_budget=str(macs), **common),
-                                     cfg(amc=True), f"{name} {lat} s{seed} FLOPs-AMC")
+    if "FLOPs-AMC" in methods:
+        macs = summaries["latency-AMC"]["final"]["macs"]
+        summaries["FLOPs-AMC"] = _search(g / DIRS["FLOPs-AMC"], SearchInputs(teacher_spec, flops_budget=str(macs),
+                                                                             **common),
+                                         cfg(amc=True), f"{name} {lat} s{seed} FLOPs-AMC")
     ft = {m: _finetune(g / DIRS[m], teacher_spec, args.finetune_epochs, args.finetune_images, seed,
-                       f"{name} {lat} s{seed} {m}") for m in METHODS}
+                       f"{name} {lat} s{seed} {m}") for m in methods}
     t0 = time.perf_counter()
     teacher, _ = load_checkpoint(teacher_spec)
-    models = {"teacher": teacher, **{m: load_checkpoint(g / DIRS[m] / "finetune" / "final.pt")[0] for m in METHODS}}
+    models = {"teacher": teacher, **{m: load_checkpoint(g / DIRS[m] / "finetune" / "final.pt")[0] for m in methods}}
     measured = measure_on_device(args.device, models, require_arch(teacher).input_shape, g / ".measure")
-    _log(f"  [{name} {lat} s{seed}] teacher + 4 models measured interleaved in {time.perf_counter() - t0:.0f} s")
+    _log(f"  [{name} {lat} s{seed}] teacher + {len(methods)} models measured interleaved in "
+         f"{time.perf_counter() - t0:.0f} s")
     budget_ms = next(b["value"] for b in summaries["latency-AMC"]["budgets"] if b["kind"] == "latency")
     pred_teacher = summaries["latency-AMC"]["teacher"]["predicted_latency_ms"]
     t_ratio = measured["teacher"]["ratio_to_reference"]
     rows = []
-    for m in METHODS:
+    for m in methods:
         s, f = summaries[m], summaries[m]["final"]
         rel = measured[m]["ratio_to_reference"] / t_ratio
         rows.append({
@@ -251,11 +255,18 @@ def main() -> None:
                    help="AMC searches: a short KD pass on this many images for each top-k candidate before picking")
     p.add_argument("--no-search-measure", action="store_true",
                    help="skip each search's own end-of-search measurement (round 2 ran this way)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated subset of the methods; latency-AMC always runs (FLOPs-AMC takes its MACs)")
     p.add_argument("--out", default="runs/bench_search_quality")
     p.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,
                    help="only merge the rows.jsonl of these benchmark directories (e.g. one per teacher, run side by "
                         "side) into --out's results, table and plot")
     args = p.parse_args()
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    args.methods = [m for m in METHODS if m in chosen or m == "latency-AMC"]
 
     import torch
 
@@ -272,7 +283,7 @@ def main() -> None:
             for budget in [b.strip().rstrip("%") for b in args.budgets.split(",") if b.strip()]:
                 for seed in range(args.seeds):
                     done = _done_keys(rows_path)
-                    if all((teacher, budget, seed, m) in done for m in METHODS):
+                    if all((teacher, budget, seed, m) in done for m in args.methods):
                         _log(f"[{teacher} {budget}% seed {seed}] done earlier")
                         continue
                     _log(f"[{teacher} {budget}% seed {seed}] ...")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ FAKE_YAML = "name: {name}\nbackend: {backend}\nruns: 2\nrepeats: 2\nwarmup_runs:
 @dataclass(frozen=True)
 class SkewOptions(FakeOptions):
     exponent: float = 1.0  # latency = 0.01 + ms_per_kmac * (kMACs ** exponent): another device's curve
+    jitter: float = 0.0  # each run reads up to this share faster or slower (seeded): a noisy device
 
 
 @register_backend("fake-skew")
@@ -39,6 +41,7 @@ class SkewBackend(FakeBackend):
     Options = SkewOptions
     options: SkewOptions
     calls = 0
+    rng = random.Random(0)
 
     def prepare(self, model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
         p = self.artifact_path(path)
@@ -50,6 +53,14 @@ class SkewBackend(FakeBackend):
 
     def describe_device(self) -> dict[str, Any]:
         return {**super().describe_device(), "cores": (0, 1)}  # a tuple: read back from JSON as a list
+
+    def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
+        if not self.options.jitter:
+            return super().run(artifact, warmup_runs, runs)
+        from amc_mobile.latency.base import format_samples
+
+        ms = float(Path(artifact).read_text()) * (1 + self.options.jitter * SkewBackend.rng.uniform(-1, 1))
+        return format_samples([ms] * runs)
 
     def live(self) -> dict[str, Any]:
         SkewBackend.calls += 1
@@ -139,6 +150,27 @@ def test_carried_biased_table_is_validated_and_adapted_in_the_user_store(devices
     again, rep2 = open_table_for("fakedev", model, 8, validate=True, adapt=True, build=False)
     assert again.path == table.path and rep2["fingerprint_differences"] == [] and rep2["validation"]["passed"]
     assert rep2["adaptation"] is None
+
+
+def test_a_table_is_judged_no_closer_than_the_device_measures(devices: Path) -> None:
+    """Validation measures two rounds: on a device noisier than the tolerance, the noise floor is the
+    bar (a table built moments ago must not be called wrong because the device jitters)."""
+    from amc_mobile.latency.adapt import validate_table
+    from amc_mobile.latency.store import _tolerance_text
+
+    (devices / "noisydev.yaml").write_text(FAKE_YAML.format(name="noisydev", backend="fake-skew",
+                                                            extra="options:\n  jitter: 0.3\n"))
+    model = _tiny()
+    table = LatencyTable.load(_ship(devices, "fakedev", model))
+    steady, _ = validate_table(table, load_profile("fakedev"), model, 8, 4, tolerance=0.01, seed=3, rounds=2)
+    assert steady["noise_floor"] < 1e-6 and steady["effective_tolerance"] == 0.01 and steady["passed"]
+    noisy, measured = validate_table(table, load_profile("noisydev"), model, 8, 4, tolerance=0.01, seed=3, rounds=2)
+    assert all(len(m.rounds) == 2 for m in measured)
+    assert noisy["noise_floor"] > 0.01 and noisy["effective_tolerance"] == noisy["noise_floor"]
+    worst_median = max(noisy["median_abs_error"], noisy["ratio_median_abs_error"])
+    assert noisy["passed"] == (worst_median <= noisy["noise_floor"])
+    assert _tolerance_text(steady) == "1%"
+    assert _tolerance_text(noisy) == f"{100 * noisy['noise_floor']:.1f}% (the noise floor here; 1% asked)"
 
 
 def test_an_adaptation_that_does_not_help_is_rejected(devices: Path) -> None:

@@ -30,6 +30,7 @@ from amc_mobile.storage import atomic_write_figure, atomic_write_json, atomic_wr
 
 SUMMARY_SCHEMA = 2
 MEASURED_TOLERANCE = 1.05  # a final model may measure at most 5% over its latency budget
+UNDER_PREDICTED_NOTE = 0.90  # a pick measuring below this share of its PREDICTED latency: the table is off
 LOG_COLUMNS = ["episode", "source", "reward", "accuracy", "top1", "top5", "loss", "latency_ms", "macs", "params",
                "keep_ratios", "keep_channels", "agent_actions", "best", "agent_s", "prune_s", "bn_s", "eval_s",
                "update_s", "episode_s"]
@@ -191,6 +192,14 @@ def _finetuned_metrics(problem: Problem, out: Path, keep: list[int], episode: in
     return {k: float(v) for k, v in evaluate(student, problem.evaluator.slices["select"]).items()}
 
 
+def _measured_vs_predicted(pick: Selected, budget_ms: float, problem: Problem) -> float:
+    """The pick's measured latency over its predicted one (1.0 when either is unknown)."""
+    predicted = problem.cost_row(pick.keep_channels)["latency_ms"]
+    if pick.measured_vs_budget is None or not predicted or math.isnan(predicted):
+        return 1.0
+    return pick.measured_vs_budget * budget_ms / predicted
+
+
 def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: float, log: Callable[[str], None],
              command: str | None, selection_cache: dict[str, Any], save_selection: Callable[[], None],
              uniform_ratios: dict[int, float] | None = None, map_fn: Any = None) -> SearchSummary:
@@ -245,6 +254,14 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
                 msg = (f"warning: every top-k candidate measured over {MEASURED_TOLERANCE}x the latency budget "
                        f"(the pick: {pick.measured_vs_budget:.3f}x); the latency table over-estimates the speed-up "
                        "on this device (re-profile it)")
+            log(msg)
+            notes.append(msg)
+        elif lat_budget and (share := _measured_vs_predicted(pick, lat_budget[0], problem)) < UNDER_PREDICTED_NOTE:
+            msg = (f"note: the pick measured {pick.measured_vs_budget:.3f}x the latency budget and {share:.3f}x its "
+                   "predicted latency: the latency table over-predicts on this device, so part of the budget is "
+                   "unused; a table measured here "
+                   f"(`amc-bench profile --device {inputs.device} --checkpoint {inputs.checkpoint} --reprofile`) "
+                   "lets the search spend it")
             log(msg)
             notes.append(msg)
     pick_index = ranked.index(pick)
