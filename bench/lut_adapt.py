@@ -12,6 +12,7 @@ Writes JSON and a scatter PNG (own | carried before | carried after).
 
     python bench/lut_adapt.py --devices host-cpu --models mobilenet_v1 mobilenet_v2 --own-dir /tmp/own
     python bench/lut_adapt.py --devices host-tflite --models mobilenet_v1 --configs 20 --points 3
+    python bench/lut_adapt.py --models mobilenet_v2 --own-dir /tmp/own --compare-points 7   # a denser grid too
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import lut_fidelity  # noqa: E402
 from amc_mobile.latency.adapt import FIT_WIDTHS, adapt_table, measure_models  # noqa: E402
 from amc_mobile.latency.fingerprint import differences  # noqa: E402
 from amc_mobile.latency.profiles import REPO_PROFILES, load_profile  # noqa: E402
-from amc_mobile.latency.profiling import profile_table  # noqa: E402
+from amc_mobile.latency.profiling import profile_table, table_step  # noqa: E402
 from amc_mobile.latency.table import LatencyTable, default_table_path  # noqa: E402
 from amc_mobile.models import create_model  # noqa: E402
 from amc_mobile.models.arch import require_arch  # noqa: E402
@@ -48,17 +49,28 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
     build: dict = {}
     if args.own_dir:
         own_path = default_table_path(Path(args.own_dir) / device, require_arch(model), size)
-        build = profile_table(prof, model, own_path, input_size=size, points=args.points).to_dict()
+        build = profile_table(prof, model, own_path, input_size=size, points=args.points,
+                              granularity=args.granularity, log=print).to_dict()
         own = LatencyTable.load(own_path)
         print(f"[{device} {model_name}] own table {own_path}: {build['grid_points']} points, {build['new_rows']} "
               f"measured now in {build['seconds']:.0f} s", flush=True)
+    denser: dict[int, tuple[LatencyTable, dict]] = {}  # --compare-points: other grids, the same held-out models
+    for pts in args.compare_points if args.own_dir else []:
+        p_path = default_table_path(Path(args.own_dir) / f"points{pts}" / device, require_arch(model), size)
+        p_build = profile_table(prof, model, p_path, input_size=size, points=pts, granularity=args.granularity,
+                                log=print).to_dict()
+        denser[pts] = (LatencyTable.load(p_path), p_build)
+        print(f"[{device} {model_name}] own table with {pts} values per axis: {p_build['grid_points']} points, "
+              f"{p_build['new_rows']} measured now in {p_build['seconds']:.0f} s", flush=True)
     path = default_table_path(Path(args.carried_dir) / device, require_arch(model), size)
     table = LatencyTable.load(path)
     backend = prof.create_backend()
     here = backend.identity()
     backend.close()
     diffs = differences(table.identity, here)
-    configs = lut_fidelity.configs_for(model, find_groups(model, size), args.configs, args.seed, size)
+    # held-out models keep channels on the own table's step: what a search with that table would keep
+    step = table_step(own.meta) if own is not None else 8
+    configs = lut_fidelity.configs_for(model, find_groups(model, size), args.configs, args.seed, size, step)
     t0 = time.perf_counter()
     held = measure_models(prof, model, size, configs, rounds=2, seed=7)
     t_held = time.perf_counter() - t0
@@ -82,6 +94,7 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
               f"{100 * ev['median_abs_err']:.1f}%, within +-10% {100 * ev['within_10pct']:.0f}%; ms "
               f"{100 * ev['median_abs_err_ms']:.1f}% / {100 * ev['within_10pct_ms']:.0f}%", flush=True)
     res = {"device": device, "model": model_name, "table": str(path), "fingerprint_differences": diffs,
+           "held_out_multiple": step,
            "held_out_configs": len(held), "held_out_measure_seconds": t_held, "adaptation": ad,
            "before": before, "after": after, "own_build": build, "fit_width_variants": alt}
     if own is not None:
@@ -91,6 +104,14 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
               f"{100 * o['within_10pct']:.0f}%; ms {100 * o['median_abs_err_ms']:.1f}% / "
               f"{100 * o['within_10pct_ms']:.0f}%; block-removed {100 * o['removed_median_abs_err']:.1f}%; "
               f"built in {build.get('seconds', 0):.0f} s ({build.get('new_rows', 0)} rows now)", flush=True)
+    res["own_points"] = {}
+    for pts, (p_table, p_build) in denser.items():
+        o = lut_fidelity.evaluate(p_table, held, device, model_name)
+        res["own_points"][pts] = {**o, "build": p_build}
+        print(f"[{device} {model_name}] own table, {pts} values per axis: ratio median |err| "
+              f"{100 * o['median_abs_err']:.1f}%, within +-10% {100 * o['within_10pct']:.0f}%; ms "
+              f"{100 * o['median_abs_err_ms']:.1f}% / {100 * o['within_10pct_ms']:.0f}%; built in "
+              f"{p_build['seconds']:.0f} s ({p_build['grid_points']} points)", flush=True)
     print(f"[{device} {model_name}] carried table ({'; '.join(diffs) or 'same fingerprint'}): "
           f"ratio median |err| {100 * before['median_abs_err']:.1f}% -> {100 * after['median_abs_err']:.1f}%, "
           f"within +-10% {100 * before['within_10pct']:.0f}% -> {100 * after['within_10pct']:.0f}%; "
@@ -113,6 +134,11 @@ def main() -> None:
     ap.add_argument("--carried-dir", default=str(REPO_PROFILES), help="where the carried tables are")
     ap.add_argument("--own-dir", default=None, help="build/resume this machine's tables here (and compare)")
     ap.add_argument("--points", type=int, default=5, help="grid values per axis of the own table")
+    ap.add_argument("--granularity", type=int, default=8,
+                    help="channel step of the own table's grid (0: probe the device, as amc-bench profile does); "
+                         "held-out models keep channels on that step")
+    ap.add_argument("--compare-points", nargs="*", type=int, default=[], metavar="P",
+                    help="with --own-dir: also build own tables with P values per axis (judged on the same models)")
     ap.add_argument("--compare-fit-widths", nargs="*", default=[], metavar="W1,W2,...",
                     help="also adapt with these uniform widths among the measurements (same held-out models)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results" / "lut_adapt"))

@@ -46,16 +46,17 @@ AMC_V1 = {
 }
 
 
-def configs_for(model, groups: list, n: int, seed: int, size: int) -> list[ModelConfig]:
-    """``n`` random pruned configs, 3 with removable blocks dropped (DDC), AMC's published V1 configs."""
+def configs_for(model, groups: list, n: int, seed: int, size: int, multiple: int = 8) -> list[ModelConfig]:
+    """``n`` random pruned configs, 3 with removable blocks dropped (DDC), AMC's published V1 configs
+    (those only at ``multiple`` 8: their counts are multiples of 8); channels rounded to ``multiple``."""
     from amc_mobile.latency.profiling import model_configs
 
     name = require_arch(model).name
     rng = random.Random(seed)
-    out = [ModelConfig(f"random-{i}", tuple(round_channels(g.width, rng.uniform(0.2, 1.0)) for g in groups))
+    out = [ModelConfig(f"random-{i}", tuple(round_channels(g.width, rng.uniform(0.2, 1.0), multiple) for g in groups))
            for i in range(n)]
-    out += [c for c in model_configs(model, size, uniform=(), n_random=0, n_removed=3, seed=seed)]
-    if name == "mobilenet_v1":
+    out += [c for c in model_configs(model, size, uniform=(), n_random=0, n_removed=3, seed=seed, multiple=multiple)]
+    if name == "mobilenet_v1" and multiple == 8:
         out += [ModelConfig(k, tuple(v)) for k, v in AMC_V1.items()]
     return out
 

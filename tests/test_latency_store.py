@@ -67,6 +67,36 @@ class SkewBackend(FakeBackend):
         return {"temperature_c": 30 + SkewBackend.calls}
 
 
+@dataclass(frozen=True)
+class BlockOptions(SkewOptions):
+    block: int = 16  # channels run in blocks of this many (a vector register of 16 floats: AVX-512)
+
+
+@register_backend("fake-blocks")
+class BlockBackend(SkewBackend):
+    """A fake device that computes every layer on whole blocks of ``block`` channels: an odd multiple of
+    8 costs what the next multiple of 16 costs (what onnxruntime does on AVX-512)."""
+
+    Options = BlockOptions
+    options: BlockOptions
+
+    def prepare(self, model: Any, input_shape: tuple[int, ...], path: str | Path) -> Path:
+        p = self.artifact_path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        b = self.options.block
+
+        def padded(c: int) -> float:
+            return -(-c // b) * b / c
+
+        kmacs = 0.0
+        if any(isinstance(m, nn.Conv2d | nn.Linear) for m in model.modules()):  # not the reference workload
+            kmacs = sum(layer.macs * padded(layer.out_channels)
+                        * (padded(layer.in_channels // layer.groups) if layer.groups == 1 else 1.0)
+                        for layer in describe_model(model, input_shape[-1]).layers) / 1e3
+        p.write_text(str(0.01 + self.options.ms_per_kmac * kmacs))
+        return p
+
+
 def _tiny() -> Any:
     return create_model("mobilenet_v1_cifar", width_mult=0.25, input_size=8, in_chans=1)
 
@@ -515,3 +545,34 @@ def test_adaptation_spends_at_most_ten_measurements_on_widths_random_policies_an
     other = adaptation_configs(model, 32, widths=(0.6, 0.3))
     assert kinds(other) == ["uniform"] * 2 + ["random"] * 6 + ["removed"] * 2
     assert all(c.removed for c in other[-2:]) and len({c.keep for c in other}) == len(other)
+
+
+def test_a_device_that_rewards_16_channel_steps_gets_a_16_channel_table(devices: Path) -> None:
+    """The channel-step probe: on a device computing blocks of 16 channels, widening odd multiples of 8
+    to multiples of 16 costs nothing, so the table is profiled on a 16-channel grid (calibration models
+    included) and says so in one line; on an additive device it stays at 8."""
+    from amc_mobile.latency.channels import probe_channel_step, probe_configs
+    from amc_mobile.latency.store import open_table_for
+
+    (devices / "blockdev.yaml").write_text(FAKE_YAML.format(name="blockdev", backend="fake-blocks", extra=""))
+    model = _tiny()
+    pairs = probe_configs(model, 8)
+    for lo, hi in zip(pairs[::2], pairs[1::2], strict=True):
+        assert all(a <= b and (a % 16 or a == b) for a, b in zip(lo.keep, hi.keep, strict=True))
+        assert sum(hi.keep) > sum(lo.keep)  # the step-16 models are wider
+    additive = probe_channel_step(load_profile("fakedev"), model, 8)
+    assert additive["step"] == 8 and additive["slowdown"] > 1.02
+    lines: list[str] = []
+    table, rep = open_table_for("blockdev", model, 8, validate=False, log=lines.append)
+    assert rep["actions"] == ["profiled"] and table.meta["granularity"] == 16
+    probe = table.meta["channel_probe"]
+    assert probe["step"] == 16 and probe["slowdown"] == pytest.approx(1.0, abs=0.02)
+    assert any("rewards multiples of 16 channels" in ln for ln in lines)
+    import csv
+
+    calib = list(csv.DictReader(calib_path(Path(table.path)).open()))
+    assert calib and table.calibration["fitted"]
+    for row in calib:  # whole-model calibration on the same step (a unit narrower than 16 keeps its width)
+        assert all(int(c) % 16 == 0 or int(c) < 16 for c in row["unit_couts"].split()), row["unit_couts"]
+    plain, _ = open_table_for("fakedev", model, 8, validate=False)
+    assert plain.meta["granularity"] == 8 and plain.meta["channel_probe"]["step"] == 8

@@ -86,7 +86,9 @@ def _say(text: str) -> None:
 def profile(
     source: ModelSource,
     device: str = typer.Option(..., "--device", "-d", help="Device profile name (see 'amc-bench devices')."),
-    granularity: int = typer.Option(8, "--granularity", help="Channel step of the grid (AMC rounds to 8)."),
+    granularity: str = typer.Option("auto", "--granularity", help="Channel step of the grid; 'auto': measure "
+                                    "whether the device rewards multiples of 16 (e.g. AVX-512 CPUs), else 8 "
+                                    "(AMC's rounding). Searches with the table keep multiples of it."),
     points: int = typer.Option(5, "--points", help="Grid values per channel axis (interpolated between)."),
     out: Path = typer.Option(None, "--out", "-o", help="Measure into this CSV (resumable). Default: make sure the "
                              "device has a fitting table: a matching one is used, one measured elsewhere is "
@@ -103,6 +105,7 @@ def profile(
                                     "devices' reference latencies / calibration ratios before the profile fails."),
 ) -> None:
     """Measure each prunable unit in isolation over a (cin, cout) grid; resumable (re-run to continue)."""
+    step = _granularity(granularity, ray is not None)
     prof = _usable_profile(device) if ray is None else None  # with --ray the phones are on the worker hosts
     net, _ = source.load()
     checkpoint = source.checkpoint
@@ -114,7 +117,7 @@ def profile(
         if ray is not None:
             from amc_mobile.distributed.profile import profile_sharded
 
-            summary = profile_sharded(device, net, out, address=ray, input_size=size, granularity=granularity,
+            summary = profile_sharded(device, net, out, address=ray, input_size=size, granularity=step,
                                       points=points, settings_overrides={"repeats": repeats},
                                       calibration=None if calibration < 0 else calibration, tolerance=tolerance,
                                       progress=bar)
@@ -125,7 +128,7 @@ def profile(
         elif out is None:
             from amc_mobile.latency.store import ensure_table
 
-            opts = {"granularity": granularity, "points": points, "settings_overrides": {"repeats": repeats},
+            opts = {"granularity": step, "points": points, "settings_overrides": {"repeats": repeats},
                     "calibration": None if calibration < 0 else calibration}
             _, report = ensure_table(device, net, size, checkpoint, reprofile=reprofile, log=_say, progress=bar,
                                      profile_options=opts)
@@ -137,13 +140,28 @@ def profile(
             from amc_mobile.latency.profiling import profile_table
 
             prof = _usable_profile(device)
-            res = profile_table(prof, net, out, input_size=size, granularity=granularity, points=points,
+            res = profile_table(prof, net, out, input_size=size, granularity=step, points=points,
                                 max_rows=max_rows, settings_overrides={"repeats": repeats},
-                                calibration=None if calibration < 0 else calibration, progress=bar)
+                                calibration=None if calibration < 0 else calibration, progress=bar, log=_say)
             bar.close()
             _say(_grid_line(res.path, res.rows, res.grid_points, res.new_rows, res.seconds, res.full_grid_points))
     finally:
         bar.close()
+
+
+def _granularity(text: str, sharded: bool) -> int:
+    """--granularity: 'auto' (0: probe the device; 8 with --ray, whose devices are probed nowhere) or N >= 1."""
+    from amc_mobile.latency.profiling import AUTO_GRANULARITY
+
+    if text.strip().lower() == "auto":
+        return 8 if sharded else AUTO_GRANULARITY
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"--granularity {text!r}: give 'auto' or a channel step >= 1 (8 or 16)")
+    return value
 
 
 def _grid_line(path: str, rows: int, grid_points: int, new_rows: int, seconds: float, full_grid_points: int) -> str:

@@ -330,7 +330,7 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
     try:
         _dispatch(ray, devs, queue, lambda d, chunk: d.actor.measure_rows.remote(chunk), on_rows)
         if calibration is not None and state["rows"] >= total:
-            calib_new = _calibrate(ray, devs, writer, model, desc, residual, calibration)
+            calib_new = _calibrate(ray, devs, writer, model, desc, residual, calibration, granularity)
     finally:
         for d in devs:
             if not d.lost:
@@ -345,7 +345,7 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
 
 
 def _calibrate(ray: Any, devs: list[_Device], writer: Any, model: Any, desc: Any, residual: list[str],
-               n_random: int) -> int:
+               n_random: int, multiple: int = 8) -> int:
     """Whole-model calibration configurations on *every* live device (config ids ``ID@DEVICE``): they fit
     the table's correction and show whether the devices agree. Resumable per (config, device)."""
     from amc_mobile.latency.profiling import (
@@ -358,7 +358,7 @@ def _calibrate(ray: Any, devs: list[_Device], writer: Any, model: Any, desc: Any
     from amc_mobile.pruning import ChannelPruner
 
     done = writer.calib_done()
-    configs = calibration_configs(model, desc.input_size, n_random)
+    configs = calibration_configs(model, desc.input_size, n_random, multiple=multiple)
     pruner = ChannelPruner(model, desc.input_size, reconstruct=False)
     built = []
     for cfg in configs:

@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from amc_mobile.errors import UserError
-from amc_mobile.latency.profiling import ModelConfig, build_config_model, model_configs
+from amc_mobile.latency.profiling import ModelConfig, build_config_model, model_configs, table_step
 from amc_mobile.latency.table import Coefficients, LatencyTable, fit_coefficients
 from amc_mobile.models.describe import ModelDescription, describe_model
 from amc_mobile.storage import user_cache_dir
@@ -111,13 +111,15 @@ def _ensure(p: Path) -> Path:
     return p
 
 
-def validation_configs(model: nn.Module, input_size: int, n: int = 4, seed: int | None = None) -> list[ModelConfig]:
+def validation_configs(model: nn.Module, input_size: int, n: int = 4, seed: int | None = None,
+                       multiple: int = 8) -> list[ModelConfig]:
     """The teacher plus ``n`` fresh random configs (one of them block-removed where the model has
-    removable blocks). ``seed`` None: a new seed each call (fresh configs)."""
+    removable blocks), channels on the table's step ``multiple``. ``seed`` None: a new seed each call
+    (fresh configs)."""
     seed = random.SystemRandom().randrange(1 << 30) if seed is None else seed
     n_removed = 1 if n >= 2 else 0
     cfgs = model_configs(model, input_size, uniform=(1.0,), n_random=n, n_removed=n_removed, seed=seed,
-                         prefix="val-")
+                         prefix="val-", multiple=multiple)
     teacher, rand, removed = cfgs[0], cfgs[1:1 + n], cfgs[1 + n:]
     if removed:
         rand = rand[: n - len(removed)] + removed
@@ -125,11 +127,12 @@ def validation_configs(model: nn.Module, input_size: int, n: int = 4, seed: int 
 
 
 def adaptation_configs(model: nn.Module, input_size: int, n: int = MAX_ADAPT_MEASUREMENTS, seed: int = 4242,
-                       widths: Sequence[float] = FIT_WIDTHS) -> list[ModelConfig]:
+                       widths: Sequence[float] = FIT_WIDTHS, multiple: int = 8) -> list[ModelConfig]:
     """At most ``n`` (<= 10) configs spanning the space: uniform ``widths`` (none equal to the teacher),
-    random policies (the rest) and 2 block-removed models."""
+    random policies (the rest) and 2 block-removed models (channels on the table's step ``multiple``)."""
     n = min(n, MAX_ADAPT_MEASUREMENTS)
-    cfgs = model_configs(model, input_size, uniform=widths, n_random=n, n_removed=2, seed=seed, prefix="fit-")
+    cfgs = model_configs(model, input_size, uniform=widths, n_random=n, n_removed=2, seed=seed, prefix="fit-",
+                         multiple=multiple)
     uniform, rand, removed = cfgs[:len(widths)], cfgs[len(widths):len(widths) + n], cfgs[len(widths) + n:]
     n_rand = max(0, n - len(uniform) - len(removed))
     return (uniform + rand[:n_rand] + removed)[:n]
@@ -237,7 +240,7 @@ def validate_table(table: LatencyTable, profile: Any, model: nn.Module, input_si
     ``noise_floor`` (median |round 1 / round 2 - 1|); a table cannot be judged closer than the device
     measures, so then ``effective_tolerance`` is the larger of the two and ``passed`` uses it."""
     t0 = time.perf_counter()
-    cfgs = validation_configs(model, input_size, n_configs, seed)
+    cfgs = validation_configs(model, input_size, n_configs, seed, table_step(table.meta))
     measured = measure_models(profile, model, input_size, cfgs, rounds=rounds, progress=progress)
     e = errors(table, measured)
     ms, ratio = summarize(e["ms"]), summarize(e["ratio"])
@@ -285,7 +288,7 @@ def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size:
     if ratio_ok:
         method, coef, loo = "rescale", table.coef, dict[str, float]()
     else:
-        cfgs = adaptation_configs(model, input_size, n_measurements, seed, fit_widths)
+        cfgs = adaptation_configs(model, input_size, n_measurements, seed, fit_widths, table_step(table.meta))
         fit = measure_models(profile, model, input_size, cfgs, progress=progress)
         ref_now = median([m.ref_ms for m in fit] + [m.ref_ms for m in held_out])
         over_now = median([m.overhead_ms for m in fit] + [m.overhead_ms for m in held_out])

@@ -180,32 +180,42 @@ def build_config_model(model: nn.Module, input_size: int, cfg: ModelConfig, prun
 
 
 def model_configs(model: nn.Module, input_size: int, uniform: Sequence[float] = (1.0, 0.75, 0.5, 0.3),
-                  n_random: int = 4, n_removed: int = 2, seed: int = 1234, prefix: str = "") -> list[ModelConfig]:
+                  n_random: int = 4, n_removed: int = 2, seed: int = 1234, prefix: str = "",
+                  multiple: int = 8) -> list[ModelConfig]:
     """Configs that span the space: uniform keep ratios, ``n_random`` random policies (keep ratio
-    U[0.25, 1] per group, AMC rounding) and ``n_removed`` models with removable blocks dropped (at
-    full and at a random width; only configs whose removal leaves a valid model)."""
+    U[0.25, 1] per group, AMC rounding to ``multiple`` channels: the table's channel step, the counts a
+    search keeps) and ``n_removed`` models with removable blocks dropped (at full and at a random width;
+    only configs whose removal leaves a valid model)."""
     import random
 
     from amc_mobile.pruning import find_groups, round_channels
 
     groups = find_groups(model, input_size)
     rng = random.Random(seed)
-    out = [ModelConfig(f"{prefix}uniform-{r:g}", tuple(round_channels(g.width, r) for g in groups)) for r in uniform]
+    out = [ModelConfig(f"{prefix}uniform-{r:g}", tuple(round_channels(g.width, r, multiple) for g in groups))
+           for r in uniform]
     for i in range(n_random):
         out.append(ModelConfig(f"{prefix}random-{seed}-{i}",
-                               tuple(round_channels(g.width, rng.uniform(0.25, 1.0)) for g in groups)))
+                               tuple(round_channels(g.width, rng.uniform(0.25, 1.0), multiple) for g in groups)))
     blocks = removable_blocks(model, input_size) if n_removed > 0 else []
     for i in range(min(n_removed, len(blocks))):
         gone = tuple(sorted(rng.sample(blocks, max(1, len(blocks) // 3))))
         ratio = 1.0 if i == 0 else rng.uniform(0.4, 0.9)  # one ratio for all: removed blocks keep in == out
-        out.append(ModelConfig(f"{prefix}removed-{seed}-{i}", tuple(round_channels(g.width, ratio) for g in groups),
-                               gone))
+        out.append(ModelConfig(f"{prefix}removed-{seed}-{i}",
+                               tuple(round_channels(g.width, ratio, multiple) for g in groups), gone))
     return out
 
 
-def calibration_configs(model: nn.Module, input_size: int, n_random: int = 4, seed: int = 1234) -> list[ModelConfig]:
-    """Whole-model configurations measured with the table to fit its unit-sum -> model correction."""
-    return model_configs(model, input_size, n_random=n_random, seed=seed)
+def calibration_configs(model: nn.Module, input_size: int, n_random: int = 4, seed: int = 1234,
+                        multiple: int = 8) -> list[ModelConfig]:
+    """Whole-model configurations measured with the table to fit its unit-sum -> model correction
+    (channel counts on the table's grid step ``multiple``)."""
+    return model_configs(model, input_size, n_random=n_random, seed=seed, multiple=multiple)
+
+
+def table_step(meta: dict[str, Any]) -> int:
+    """The channel step a table's grid was measured at (``amc-bench profile --granularity``)."""
+    return int(meta.get("granularity") or 8)
 
 
 def unit_couts(desc: ModelDescription, residual: Sequence[str]) -> str:
@@ -319,21 +329,27 @@ def _scratch_dir(stem: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{stem}.", dir=root))
 
 
+AUTO_GRANULARITY = 0  # profile_table(granularity=0): probe the channel step the device rewards (8 or 16)
+
+
 def profile_table(profile: Any, model: nn.Module, out_csv: str | Path, *, input_size: int | None = None,
                   granularity: int = 8, points: int = 5, batch_rows: int = 6, max_rows: int | None = None,
                   settings_overrides: dict[str, Any] | None = None, calibration: int | None = 4,
-                  progress: Callable[[int, int], None] | None = None) -> ProfileResult:
+                  progress: Callable[[int, int], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> ProfileResult:
     """Measure (or resume measuring) the table of ``model`` on ``profile``'s device into ``out_csv``.
 
     Resumable: rows already in ``out_csv`` are skipped; rows are appended as each batch finishes.
     ``max_rows`` stops after that many new rows (tests, budgets). ``progress(done, total)`` is called
     after each batch. Once the grid is complete, whole-model calibration configurations (4 uniform +
     ``calibration`` random + up to 2 block-removed; None: none) are measured into ``<name>.calib.csv``.
+    ``granularity`` :data:`AUTO_GRANULARITY` (0): a new table probes the channel step the device rewards
+    (:mod:`amc_mobile.latency.channels`; ``log`` gets the one-line verdict), a started one keeps its own.
     Returns what was done (rows measured now, total, grid sizes, seconds) as a :class:`ProfileResult`.
     """
     with torch_threads(1):
         return _profile_table(profile, model, Path(out_csv), input_size, granularity, points, batch_rows, max_rows,
-                              settings_overrides, calibration, progress)
+                              settings_overrides, calibration, progress, log)
 
 
 def table_meta(profile: Any, backend: Any, model: nn.Module, desc: ModelDescription, residual: list[str],
@@ -392,7 +408,8 @@ def _batches(todo: Sequence[tuple[str, int, int]], n: int) -> Iterator[Sequence[
 
 def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: int | None, granularity: int,
                    points: int, batch_rows: int, max_rows: int | None, settings_overrides: dict[str, Any] | None,
-                   calibration: int | None, progress: Callable[[int, int], None] | None) -> ProfileResult:
+                   calibration: int | None, progress: Callable[[int, int], None] | None,
+                   log: Callable[[str], None] | None = None) -> ProfileResult:
     from amc_mobile.latency.protocol import Protocol, ProtocolSettings
     from amc_mobile.latency.table import read_meta
 
@@ -400,6 +417,17 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
     desc = describe_model(model, input_size)
     residual = residual_layers(model)
     units = units_of(desc, residual)
+    probe: dict[str, Any] | None = None
+    if granularity == AUTO_GRANULARITY:  # the step a table already started with, else the one the device rewards
+        if out_csv.exists() and out_csv.stat().st_size and meta_path(out_csv).exists():
+            granularity = table_step(read_meta(out_csv))
+        else:
+            from amc_mobile.latency.channels import describe_probe, probe_channel_step
+
+            probe = probe_channel_step(profile, model, desc.input_size)
+            granularity = int(probe["step"])
+            if log is not None:
+                log(describe_probe(probe))
     grids = plan_grid(grid_units(model, desc, residual), granularity, points)
     backend = profile.create_backend()
     reason = backend.check_available()
@@ -410,6 +438,8 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
     work: Path | None = None
     try:
         meta = table_meta(profile, backend, model, desc, residual, units, grids, granularity, points, settings)
+        if probe is not None:
+            meta["channel_probe"] = probe
         from amc_mobile.storage import ensure_dir
 
         ensure_dir(out_csv.parent, "table folder")
@@ -440,7 +470,8 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
                 if progress:
                     progress(len(done) + new_rows, total)
             if calibration is not None and (max_rows is None or new_rows < max_rows) and len(done) + new_rows == total:
-                calib_new = _profile_calibration(proto, backend, model, desc, residual, writer, calibration)
+                calib_new = _profile_calibration(proto, backend, model, desc, residual, writer, calibration,
+                                                 granularity)
     finally:
         backend.close()
         if work is not None:
@@ -451,12 +482,13 @@ def _profile_table(profile: Any, model: nn.Module, out_csv: Path, input_size: in
 
 
 def _profile_calibration(proto: Any, backend: Any, model: nn.Module, desc: ModelDescription, residual: list[str],
-                         writer: TableWriter, n_random: int) -> int:
+                         writer: TableWriter, n_random: int, multiple: int = 8) -> int:
     """Measure the calibration models (whole models, interleaved with the reference); resumable."""
     from amc_mobile.pruning import ChannelPruner
 
     done = writer.calib_done()
-    configs = [c for c in calibration_configs(model, desc.input_size, n_random) if c.config_id not in done]
+    configs = [c for c in calibration_configs(model, desc.input_size, n_random, multiple=multiple)
+               if c.config_id not in done]
     if not configs:
         return 0
     pruner = ChannelPruner(model, desc.input_size, reconstruct=False)

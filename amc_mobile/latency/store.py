@@ -125,7 +125,7 @@ def _complete(table: LatencyTable) -> bool:
 def _build(profile: Any, model: nn.Module, input_size: int, path: Path, log: Log,
            progress: Callable[[int, int], None] | None, reprofile: bool = False,
            options: dict[str, Any] | None = None) -> LatencyTable:
-    from amc_mobile.latency.profiling import profile_table
+    from amc_mobile.latency.profiling import AUTO_GRANULARITY, profile_table
 
     if reprofile and path.exists():
         try:
@@ -139,7 +139,9 @@ def _build(profile: Any, model: nn.Module, input_size: int, path: Path, log: Log
                 if p.exists():
                     p.replace(p.with_name(f"{p.name}.replaced-{stamp}"))
     log(f"profiling {path.name} on {profile.name} into the user store ({path.parent}); resumable")
-    summary = profile_table(profile, model, path, input_size=input_size, progress=progress, **(options or {}))
+    # the channel step the device rewards unless the caller chose one (amc-bench profile --granularity)
+    opts = {"granularity": AUTO_GRANULARITY, **(options or {})}
+    summary = profile_table(profile, model, path, input_size=input_size, progress=progress, log=log, **opts)
     log(f"{path}: {summary.rows}/{summary.grid_points} grid points ({summary.new_rows} measured now "
         f"in {summary.seconds:.0f} s)")
     return LatencyTable.load(path)

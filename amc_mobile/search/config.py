@@ -85,7 +85,8 @@ class SearchConfig:
                                      "episodes and put them in the agent's replay buffer.")
     min_ratio: float = opt(0.2, "Smallest keep ratio of a group.")
     max_ratio: float = opt(1.0, "Largest keep ratio of a group.", cli=False)
-    multiple: int = opt(8, "Kept channels are rounded up to a multiple of this.", cli=False)
+    multiple: int = opt(0, "Kept channels are rounded up to a multiple of this; 0: the latency table's channel "
+                           "step (amc-bench profile --granularity; 16 suits CPUs with AVX-512), else 8.")
     criterion: str = opt("l1", "Channel selection criterion of the pruner.", cli=False)
     reconstruct: bool = opt(True, "Least-squares reconstruction of the consuming layers (AMC sec. 3.3).",
                             cli=False)
@@ -150,6 +151,8 @@ class SearchConfig:
             raise UserError(f"need 0 < --min-ratio ({self.min_ratio}) <= max ratio ({self.max_ratio}) <= 1")
         if len(self.ddc_thresholds) != 3:
             raise UserError("--ddc-thresholds: expected three numbers A,T,C like 0.9,0.3,0.6")
+        if self.multiple < 0:
+            raise UserError(f"--multiple must be >= 1 (0: the latency table's channel step), got {self.multiple}")
         if self.greedy_steps < 1:
             raise UserError(f"--greedy-steps must be >= 1, got {self.greedy_steps}")
         get_reward(self.reward)

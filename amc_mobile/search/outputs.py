@@ -274,7 +274,7 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
     best_row = next(r for r in rows if int(r["episode"]) == pick.episode)
     arch = problem.arch
     classes = list(problem.data_info.get("classes") or [])
-    policy = policy_from_channels(problem.groups, keep, arch.name, arch.input_size, cfg.multiple,
+    policy = policy_from_channels(problem.groups, keep, arch.name, arch.input_size, problem.env.multiple,
                                   source=f"amc-mobile search ({inputs.method})", episode=pick.episode,
                                   reward=pick.select_reward, reward_name=cfg.reward, classes=classes,
                                   num_classes=int(arch.num_classes))
@@ -293,7 +293,8 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
     n_select = sum(int(y.shape[0]) for _, y in problem.evaluator.slices["select"])
     summary = SearchSummary(
         command=command, method=inputs.method, inputs=asdict(inputs),
-        config={**asdict(cfg), "warmup": cfg.warmup_episodes(transfer), "init_sigma": cfg.sigma0(transfer)},
+        config={**asdict(cfg), "warmup": cfg.warmup_episodes(transfer), "init_sigma": cfg.sigma0(transfer),
+                "multiple": problem.env.multiple},
         data=problem.data_info,
         classes=classes, num_classes=int(arch.num_classes),
         budgets=[{"kind": b.kind, "text": b.text, "value": v, "unit": "ms" if b.kind == "latency" else b.kind}

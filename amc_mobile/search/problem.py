@@ -189,7 +189,8 @@ def build_problem(inputs: SearchInputs, cfg: SearchConfig, latency_predictor: An
                             f"({format_cost(b.kind, costs[b.kind](full))}): nothing to prune; give a smaller "
                             "budget or a percentage below 100%")
     env = ChannelSearchEnv(group_infos(desc, pruner.groups), [(costs[b.kind], v) for b, v in resolved],
-                           min_ratio=cfg.min_ratio, max_ratio=cfg.max_ratio, multiple=cfg.multiple,
+                           min_ratio=cfg.min_ratio, max_ratio=cfg.max_ratio,
+                           multiple=cfg.multiple or table_multiple(latency_predictor),
                            latency=costs.get("latency"), rounder=round_channels)
     bn_images = normalised_images(train, n_bn, cfg.seed + 2)
     evaluator = Evaluator(pruner, {"search": normalised_batches(search_slice, cfg.eval_batch_size),
@@ -207,6 +208,13 @@ def build_problem(inputs: SearchInputs, cfg: SearchConfig, latency_predictor: An
         f"re-estimated on {n_bn} training images" if n_bn else
         f"scoring on {len(search_slice)} val images, selecting on {len(select_slice)} others, no BN re-estimation")
     return problem
+
+
+def table_multiple(predictor: Any) -> int:
+    """The channel step a latency table was measured at (its grid granularity): kept channels rounded
+    to it are what the table measured, not interpolated across kernels' vector widths; 8 without one."""
+    meta = getattr(predictor, "meta", None)
+    return int(meta.get("granularity") or 8) if isinstance(meta, dict) else 8
 
 
 def _jsonable_report(report: dict[str, Any] | None) -> dict[str, Any] | None:
