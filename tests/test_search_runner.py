@@ -355,13 +355,11 @@ class _OptimisticTable:
         return ms * (self.factor if desc.macs < self.teacher_macs else 1.0)
 
 
-def test_uniform_falls_back_to_the_widest_width_within_the_measured_budget(
-        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every method's final model obeys the measured budget: uniform evaluates fall-back widths under
-    tighter latency budgets and takes the widest one that measures within 1.05x."""
+def _fake_device_and_table(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           factor: float) -> _OptimisticTable:
+    """Device 'fake' (the MAC-proportional fake backend) and a table predicting pruned models ``factor``x."""
     from amc_mobile.models import describe_model
     from amc_mobile.models.checkpoint import load_checkpoint
-    from amc_mobile.search.runner import SearchInputs, run_search
 
     profiles = tmp_path / "profiles"
     profiles.mkdir()
@@ -369,7 +367,16 @@ def test_uniform_falls_back_to_the_widest_width_within_the_measured_budget(
                                         "min_window_ms: 0\ncalibrate_overhead: false\n")
     monkeypatch.setenv("AMC_DEVICE_PROFILES", str(profiles))
     teacher, _ = load_checkpoint(toy)
-    table = _OptimisticTable(describe_model(teacher, 12).macs, 0.88)
+    return _OptimisticTable(describe_model(teacher, 12).macs, factor)
+
+
+def test_uniform_falls_back_to_the_widest_width_within_the_measured_budget(
+        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every method's final model obeys the measured budget: uniform evaluates fall-back widths under
+    tighter latency budgets and takes the widest one that measures within 1.05x."""
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    table = _fake_device_and_table(toy, tmp_path, monkeypatch, 0.88)
     logs: list[str] = []
     s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform"),
                    search_cfg(measure=True), tmp_path / "u", progress=False, log=logs.append, latency_predictor=table)
@@ -390,17 +397,9 @@ def test_a_pick_the_table_over_predicts_is_reported_with_the_command_that_fixes_
         toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A table that predicts pruned models 1.3x too slow leaves a quarter of the budget unused: the search
     keeps its pick (it meets the budget) and says so in one line, naming the re-profiling command."""
-    from amc_mobile.models import describe_model
-    from amc_mobile.models.checkpoint import load_checkpoint
     from amc_mobile.search.runner import SearchInputs, run_search
 
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    (profiles / "fake.yaml").write_text("name: fake\nbackend: fake-test\nruns: 2\nrepeats: 2\nwarmup_runs: 0\n"
-                                        "min_window_ms: 0\ncalibrate_overhead: false\n")
-    monkeypatch.setenv("AMC_DEVICE_PROFILES", str(profiles))
-    teacher, _ = load_checkpoint(toy)
-    table = _OptimisticTable(describe_model(teacher, 12).macs, 1.3)
+    table = _fake_device_and_table(toy, tmp_path, monkeypatch, 1.3)
     logs: list[str] = []
     s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%"),
                    search_cfg(episodes=4, warmup=2, top_k=2, measure=True), tmp_path / "p", progress=False,
@@ -410,6 +409,8 @@ def test_a_pick_the_table_over_predicts_is_reported_with_the_command_that_fixes_
     assert len(s.notes) == 1 and "\n" not in s.notes[0] and s.notes[0] in logs
     assert "over-predicts" in s.notes[0] and "0.769x its predicted latency" in s.notes[0]
     assert f"amc-bench profile --device fake --checkpoint {toy} --reprofile" in s.notes[0]
+    budget = next(b["value"] for b in s.budgets if b["kind"] == "latency")
+    assert f"--latency-budget {budget / 0.769:.3g}" in s.notes[0]  # the budget that spends it
 
 
 class _Step16Table:

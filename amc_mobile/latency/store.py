@@ -296,6 +296,13 @@ def open_table_for(device: str, model: nn.Module, input_size: int | None = None,
                                        options=profile_options)
                         report["actions"].append("profiled")
                         source = "user"
+                    elif "profiled" in report["actions"] or (source == "user" and not report["fingerprint_differences"]):
+                        # measured here, on this fingerprint: profiling again measures the same thing
+                        when = str(table.meta.get("created", ""))[:16].replace("T", " ")
+                        say(f"warning: the table measured on this device{' (' + when + ' UTC)' if when else ''} "
+                            f"misses whole models here by {100 * val['median_abs_error']:.1f}%: its per-layer sum "
+                            "does not capture this network on this device; searches measure their final pick "
+                            f"on the device (re-profile with --reprofile if the device has changed since)")
                     else:
                         say(f"warning: the table misses the tolerance on this device; re-profile with: "
                             f"amc-bench profile --device {device} {source_arg} --reprofile")
