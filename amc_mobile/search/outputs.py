@@ -258,7 +258,8 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
             notes.append(msg)
         elif lat_budget and (share := _measured_vs_predicted(pick, lat_budget[0], problem)) < UNDER_PREDICTED_NOTE:
             rep = problem.table_report or {}
-            here = rep.get("source") == "user" and not rep.get("fingerprint_differences")
+            here = rep.get("source") == "user" and ("profiled" in (rep.get("actions") or [])
+                                                    or not rep.get("fingerprint_differences"))
             msg = (f"note: the pick measured {pick.measured_vs_budget:.3f}x the latency budget and {share:.3f}x its "
                    "predicted latency: the latency table over-predicts on this device, so part of the budget is "
                    f"unused; to spend it, search again with --latency-budget {lat_budget[0] / share:.4g}ms (on the "
