@@ -576,3 +576,25 @@ def test_a_device_that_rewards_16_channel_steps_gets_a_16_channel_table(devices:
         assert all(int(c) % 16 == 0 or int(c) < 16 for c in row["unit_couts"].split()), row["unit_couts"]
     plain, _ = open_table_for("fakedev", model, 8, validate=False)
     assert plain.meta["granularity"] == 8 and plain.meta["channel_probe"]["step"] == 8
+
+
+def test_a_table_measured_here_that_misses_says_so_without_asking_to_reprofile(devices: Path) -> None:
+    """The device changed under a table measured on it (same fingerprint, another cost curve) and no
+    refit reaches the tolerance: one warning line says the table measured here misses whole models,
+    and does not send the user to re-profile a table that was measured on this device."""
+    from amc_mobile.latency.store import open_table_for
+
+    model = _tiny()
+    table, rep = open_table_for("fakedev", model, 8, validate=False)
+    assert rep["actions"] == ["profiled"]
+    (devices / "fakedev.yaml").write_text(FAKE_YAML.format(name="fakedev", backend="fake-skew",
+                                                           extra="options:\n  exponent: 2.0\n"))
+    lines: list[str] = []
+    again, rep2 = open_table_for("fakedev", model, 8, validate=True, adapt=True, build=True, seed=5,
+                                 log=lines.append)
+    assert again.path == table.path and rep2["fingerprint_differences"] == []
+    assert not rep2["validation"]["passed"] and not rep2["adaptation"]["reaches_tolerance"]
+    warn = [ln for ln in lines if ln.startswith("warning")]
+    assert len(warn) == 1 and "the table measured on this device" in warn[0]
+    assert "misses whole models here by" in warn[0] and "re-profile with: amc-bench" not in warn[0]
+    assert "profiled" not in rep2["actions"]  # a table measured here is never replaced unasked
