@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amc_mobile.latency.adapt import errors, measure_models  # noqa: E402
+from amc_mobile.latency.channels import probe_configs  # noqa: E402
 from amc_mobile.latency.profiles import load_profile  # noqa: E402
 from amc_mobile.latency.profiling import ModelConfig  # noqa: E402
 from amc_mobile.latency.table import LatencyTable  # noqa: E402
@@ -48,12 +49,11 @@ def main() -> None:
     size = describe_model(model).input_size
     groups = find_groups(model, size)
     cfgs = [ModelConfig("teacher", tuple(g.width for g in groups))]
-    for r in (float(w) for w in args.widths.split(",")):
-        odd = [c - 8 if c % 16 == 0 and c > 8 else c for c in (round_channels(g.width, r, 8) for g in groups)]
-        up = [min(g.width, c + 8) if c % 16 else c for g, c in zip(groups, odd, strict=True)]
-        down = [c - 8 if c % 16 and c > 8 else c for c in odd]
-        cfgs += [ModelConfig(f"step8-{r:g}", tuple(odd)), ModelConfig(f"up16-{r:g}", tuple(up)),
-                 ModelConfig(f"down16-{r:g}", tuple(down))]
+    widths = tuple(float(w) for w in args.widths.split(","))
+    pairs = probe_configs(model, size, widths)  # what `amc-bench profile` probes: odd-8 and widened to 16
+    for r, odd, wide in zip(widths, pairs[::2], pairs[1::2], strict=True):
+        down = [c - 8 if c % 16 and c > 8 else c for c in odd.keep]
+        cfgs += [odd, ModelConfig(f"up16-{r:g}", wide.keep), ModelConfig(f"down16-{r:g}", tuple(down))]
     rng = random.Random(args.seed)
     held = [ModelConfig(f"random16-{i}", tuple(round_channels(g.width, rng.uniform(0.2, 1.0), 16) for g in groups))
             for i in range(args.configs if args.tables else 0)]

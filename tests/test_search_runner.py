@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from conftest import MacsLatency
 
 from amc_mobile.errors import UserError
 
@@ -413,15 +414,10 @@ def test_a_pick_the_table_over_predicts_is_reported_with_the_command_that_fixes_
     assert f"--latency-budget {budget / 0.769:.3g}" in s.notes[0]  # the budget that spends it
 
 
-class _Step16Table:
+class _Step16Table(MacsLatency):
     """A latency table measured on a 16-channel grid (``amc-bench profile --granularity 16``)."""
 
     meta = {"granularity": 16}
-
-    def predict(self, desc: Any) -> float:
-        from conftest import MacsLatency
-
-        return MacsLatency().predict(desc)
 
 
 def test_kept_channels_follow_the_latency_tables_channel_step(toy: Path, tmp_path: Path, search_cfg: Any) -> None:

@@ -296,7 +296,7 @@ def open_table_for(device: str, model: nn.Module, input_size: int | None = None,
                                        options=profile_options)
                         report["actions"].append("profiled")
                         source = "user"
-                    elif "profiled" in report["actions"] or (source == "user" and not report["fingerprint_differences"]):
+                    elif measured_here(source, report):
                         # measured here, on this fingerprint: profiling again measures the same thing
                         when = str(table.meta.get("created", ""))[:16].replace("T", " ")
                         say(f"warning: the table measured on this device{' (' + when + ' UTC)' if when else ''} "
@@ -309,6 +309,13 @@ def open_table_for(device: str, model: nn.Module, input_size: int | None = None,
     report["table"] = table.path
     report["source"] = source
     return table, report
+
+
+def measured_here(source: str, report: dict[str, Any]) -> bool:
+    """The table in use was measured on this device: profiled in this call, or a user table whose
+    fingerprint matches (re-profiling would measure the same thing)."""
+    return source == "user" and ("profiled" in (report.get("actions") or [])
+                                 or not report.get("fingerprint_differences"))
 
 
 def _tolerance_text(val: dict[str, Any]) -> str:

@@ -257,9 +257,10 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
             log(msg)
             notes.append(msg)
         elif lat_budget and (share := _measured_vs_predicted(pick, lat_budget[0], problem)) < UNDER_PREDICTED_NOTE:
+            from amc_mobile.latency.store import measured_here
+
             rep = problem.table_report or {}
-            here = rep.get("source") == "user" and ("profiled" in (rep.get("actions") or [])
-                                                    or not rep.get("fingerprint_differences"))
+            here = measured_here(str(rep.get("source")), rep)
             msg = (f"note: the pick measured {pick.measured_vs_budget:.3f}x the latency budget and {share:.3f}x its "
                    "predicted latency: the latency table over-predicts on this device, so part of the budget is "
                    f"unused; to spend it, search again with --latency-budget {lat_budget[0] / share:.4g}ms (on the "

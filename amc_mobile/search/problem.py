@@ -213,8 +213,10 @@ def build_problem(inputs: SearchInputs, cfg: SearchConfig, latency_predictor: An
 def table_multiple(predictor: Any) -> int:
     """The channel step a latency table was measured at (its grid granularity): kept channels rounded
     to it are what the table measured, not interpolated across kernels' vector widths; 8 without one."""
+    from amc_mobile.latency.profiling import table_step
+
     meta = getattr(predictor, "meta", None)
-    return int(meta.get("granularity") or 8) if isinstance(meta, dict) else 8
+    return table_step(meta) if isinstance(meta, dict) else 8
 
 
 def _jsonable_report(report: dict[str, Any] | None) -> dict[str, Any] | None:
