@@ -1,4 +1,4 @@
-"""Search quality over teachers, latency budgets and seeds: uniform vs greedy vs FLOPs-AMC vs latency-AMC.
+"""Search quality over teachers, latency budgets and seeds: uniform vs greedy vs FLOPs-AMC vs latency-AMC (vs ddc+amc).
 
     python bench/search_quality.py --teachers zoo:mobilenet_v1-fmnist,zoo:mobilenet_v2-fmnist \
         --budgets 50,40,30 --seeds 3 --episodes 400 --device host-cpu --out runs/bench_search_quality
@@ -8,7 +8,10 @@ For every (teacher, budget, seed):
 2. greedy: NetAdapt-style, shrink the group losing the least accuracy per ms saved (``--method greedy``);
 3. latency-AMC: the DDPG search under the latency budget;
 4. FLOPs-AMC: the same agent under a MACs budget equal to latency-AMC's result (so the two are at equal
-   MACs and only latency-awareness differs).
+   MACs and only latency-awareness differs);
+5. ddc+amc (only when named in ``--methods``): DDC's Bi-LSTM agent removes whole blocks
+   (``--ddc-episodes`` iterations), then the same AMC channel search (latency-AMC's settings) meets the
+   budget on what is left; its row is the channel stage's final model.
 Every candidate is scored with BN re-estimation and picked on a second held-out slice (the search
 defaults); each final model gets the SAME knowledge-distillation fine-tune (``--finetune-epochs`` over
 ``--finetune-images`` training images) and is scored on the TEST split; the teacher and the four
@@ -29,8 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-METHODS = ("uniform", "greedy", "FLOPs-AMC", "latency-AMC")
-DIRS = {"uniform": "uniform", "greedy": "greedy", "FLOPs-AMC": "flops_amc", "latency-AMC": "latency_amc"}
+METHODS = ("uniform", "greedy", "FLOPs-AMC", "latency-AMC", "ddc+amc")
+DEFAULT_METHODS = METHODS[:4]
+# where each method's final model (pruned.pt) and summary.json are; ddc+amc: its channel stage's
+DIRS = {"uniform": "uniform", "greedy": "greedy", "FLOPs-AMC": "flops_amc", "latency-AMC": "latency_amc",
+        "ddc+amc": "ddc_amc/amc"}
 
 
 def _log(msg: str) -> None:
@@ -48,6 +54,29 @@ def _search(d: Path, inputs: Any, cfg: Any, tag: str) -> Any:
                log=lambda m: _log(f"  [{tag}] {m}"), command=f"bench/search_quality.py ({tag})")
     _log(f"  [{tag}] search finished in {time.perf_counter() - t0:.0f} s")
     return json.loads((d / "summary.json").read_text())
+
+
+def _ddc_amc(d: Path, teacher_spec: str, lat: str, common: dict[str, Any], amc_cfg: Any, args: argparse.Namespace,
+             seed: int, tag: str) -> dict[str, Any]:
+    """DDC's block removal, then the channel stage with ``amc_cfg``; the channel stage's summary, its search
+    wall time counting both stages."""
+    from amc_mobile.errors import UserError
+    from amc_mobile.search.ddc import DDCConfig, DDCInputs, run_ddc_search
+
+    t0 = time.perf_counter()
+    cfg = DDCConfig(episodes=args.ddc_episodes, seed=seed, val_size=args.val_size, measure=False)
+    s = run_ddc_search(DDCInputs(teacher_spec, device=common["device"], latency_table=common["latency_table"],
+                                 latency_budget=lat, method="ddc+amc"), cfg, d, log=lambda m: _log(f"  [{tag}] {m}"),
+                       amc_config=amc_cfg, resume=(d / "ddc_state.pt").exists())
+    amc = s.get("amc") or {}
+    if amc.get("skipped", True):
+        raise UserError(f"ddc+amc: block removal alone met the budget ({', '.join(s['student']['removed'])}); "
+                        "no channel stage to compare")
+    summary = dict(json.loads((d / "amc" / "summary.json").read_text()))
+    summary["search_wall_s"] = float(s["search_wall_s"]) + float(summary["search_wall_s"])
+    summary["notes"] = [f"removed {', '.join(s['student']['removed']) or 'nothing'}", *(summary.get("notes") or [])]
+    _log(f"  [{tag}] ddc+amc finished in {time.perf_counter() - t0:.0f} s ({summary['notes'][0]})")
+    return summary
 
 
 def _finetune(d: Path, teacher_spec: str, epochs: int, images: int, seed: int, tag: str) -> dict[str, Any]:
@@ -129,6 +158,9 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
                                    cfg(), f"{name} {lat} s{seed} {m}")
     summaries["latency-AMC"] = _search(g / DIRS["latency-AMC"], SearchInputs(teacher_spec, latency_budget=lat, **common),
                                        cfg(amc=True), f"{name} {lat} s{seed} latency-AMC")
+    if "ddc+amc" in methods:
+        summaries["ddc+amc"] = _ddc_amc(g / "ddc_amc", teacher_spec, lat, common, cfg(amc=True), args, seed,
+                                        f"{name} {lat} s{seed} ddc+amc")
     if "FLOPs-AMC" in methods:
         macs = summaries["latency-AMC"]["final"]["macs"]
         summaries["FLOPs-AMC"] = _search(g / DIRS["FLOPs-AMC"], SearchInputs(teacher_spec, flops_budget=str(macs),
@@ -203,7 +235,7 @@ def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
     for t, b in sorted({(k[0], k[1]) for k in by}, key=lambda tb: (tb[0], -float(tb[1]))):
         groups = [v for k, v in by.items() if k[:2] == (t, b) and "latency-AMC" in v]
         name = f"{t.replace('zoo:', '')} {b}%"
-        for other in ("uniform", "greedy", "FLOPs-AMC"):
+        for other in ("uniform", "greedy", "FLOPs-AMC", "ddc+amc"):
             d = [v["latency-AMC"]["test_top1_after_ft"] - v[other]["test_top1_after_ft"] for v in groups if other in v]
             if d:
                 spread = f", std {statistics.stdev(d):.2f}" if len(d) > 1 else ""
@@ -224,7 +256,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     teachers = sorted({r["teacher"] for r in rows})
     fig, axes = plt.subplots(1, len(teachers), figsize=(6 * len(teachers), 4.5), squeeze=False)
-    markers = {"uniform": "s", "greedy": "^", "FLOPs-AMC": "D", "latency-AMC": "o"}
+    markers = {"uniform": "s", "greedy": "^", "FLOPs-AMC": "D", "latency-AMC": "o", "ddc+amc": "v"}
     for ax, t in zip(axes[0], teachers, strict=True):
         for m in METHODS:
             rs = [r for r in rows if r["teacher"] == t and r["method"] == m and r["test_top1_after_ft"] is not None]
@@ -255,8 +287,9 @@ def main() -> None:
                    help="AMC searches: a short KD pass on this many images for each top-k candidate before picking")
     p.add_argument("--no-search-measure", action="store_true",
                    help="skip each search's own end-of-search measurement (round 2 ran this way)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated subset of the methods; latency-AMC always runs (FLOPs-AMC takes its MACs)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, of {', '.join(METHODS)}; latency-AMC always runs (FLOPs-AMC takes its MACs)")
+    p.add_argument("--ddc-episodes", type=int, default=40, help="ddc+amc: DDC iterations of the block-removal stage")
     p.add_argument("--out", default="runs/bench_search_quality")
     p.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,
                    help="only merge the rows.jsonl of these benchmark directories (e.g. one per teacher, run side by "
@@ -297,7 +330,11 @@ def main() -> None:
                         if (teacher, budget, seed, r["method"]) not in done:
                             append_line(rows_path, json.dumps(r))
         sources = [Path(d) / "rows.jsonl" for d in args.aggregate] if args.aggregate else [rows_path]
-        rows = [json.loads(line) for src in sources for line in src.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for src in sources if src.exists() for line in src.read_text().splitlines()
+                if line.strip()]
+        if not rows:
+            raise SystemExit(f"no finished rows in {', '.join(map(str, sources))}"
+                             + (f" ({'; '.join(infeasible.values())})" if infeasible else ""))
         for src in sources if args.aggregate else []:  # the runs' own infeasible budgets
             res = Path(src).with_name("results.json")
             if res.exists():

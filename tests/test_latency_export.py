@@ -65,3 +65,28 @@ def test_small_input_profiling_models_pass_the_export_check(tmp_path) -> None:
         net = build_config_model(model, 32, cfg)
         report = export_onnx(net, tmp_path / f"{cfg.config_id}.onnx", (1, 3, 32, 32), atol=1e-3)
         assert report.max_abs_error < 1e-3, cfg.config_id
+
+
+def test_tflite_units_are_timed_without_the_converters_boundary_transposes(tmp_path, monkeypatch) -> None:
+    """A whole TFLite model runs NHWC end to end, so an isolated unit must not pay an NCHW<->NHWC
+    transpose at each end (5-50% of a unit's time on XNNPACK); its numbers still match torch."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from amc_mobile.latency.profiling import unit_artifacts
+
+    monkeypatch.setenv("AMC_ARTIFACT_CACHE", str(tmp_path / "cache"))
+    with load_profile("host-tflite").create_backend() as backend:
+        assert backend.unit_layout == "nhwc"
+        (art,) = unit_artifacts(backend, [("dw+conv+res|k3|s1|8x8", 8, 8)], 1, tmp_path)
+        interp = Interpreter(model_path=str(art))
+        ops = [op["op_name"] for op in interp._get_ops_details()]
+        assert "TRANSPOSE" not in ops and "CONV_2D" in ops
+        assert list(interp.get_input_details()[0]["shape"]) == [1, 8, 8, 8]
+        # the NCHW export of the same unit pays the two transposes a whole model does not
+        model, shape = build_unit("dw+conv+res|k3|s1|8x8", 8, 8)
+        nchw = backend.prepare(model, shape, tmp_path / "nchw")
+        assert [op["op_name"] for op in Interpreter(model_path=str(nchw))._get_ops_details()].count("TRANSPOSE") == 2
+    with load_profile("host-cpu").create_backend() as backend:  # onnxruntime's own layout: units stay NCHW
+        assert backend.unit_layout == "nchw"

@@ -160,3 +160,26 @@ def test_table_predicts_every_block_removed_model(tmp_path, fake_profile) -> Non
             slots.update(u.slot for u in table.units(desc))
             assert 0 < table.predict(desc) < full
     assert "pool+linear|k1|s1|3x3" in slots  # the classifier after the last two convs were dropped
+
+
+def test_units_timed_in_another_layout_are_neither_resumed_nor_trusted(tmp_path, fake_profile) -> None:
+    """A table whose units were timed NCHW (before TFLite units went NHWC) is not resumed in the other
+    layout, and a backend that times units NHWC treats it as measured on another setup (validate/adapt)."""
+    from amc_mobile.latency import load_profile
+    from amc_mobile.latency.store import fingerprint_differences
+    from amc_mobile.latency.table import meta_path
+
+    out = tmp_path / "t.csv"
+    profile_table(fake_profile, _tiny(), out, points=2, max_rows=2)
+    meta = json.loads(meta_path(out).read_text())
+    assert meta["unit_layout"] == "nchw"
+    meta["unit_layout"] = "nhwc"
+    meta_path(out).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="unit_layout nhwc != nchw"):
+        profile_table(fake_profile, _tiny(), out, points=2)
+    del meta["unit_layout"]  # a table from before the field: NCHW units, resumable as such
+    meta_path(out).write_text(json.dumps(meta))
+    profile_table(fake_profile, _tiny(), out, points=2, calibration=None)
+    table = LatencyTable.load(out)
+    assert fingerprint_differences(table, table.identity, fake_profile) == []
+    assert "unit_layout nchw != nhwc" in fingerprint_differences(table, table.identity, load_profile("host-tflite"))

@@ -108,7 +108,7 @@ class DeviceMeasurer:
         facts: dict[str, Any] = json.loads(json.dumps(self.backend.describe_device(), default=str))
         record = json.loads(json.dumps(self.backend.device_record(), default=str))
         return {"device": self.name, "backend": self.profile.backend, "protocol": self.settings, "facts": facts,
-                "record": record}
+                "record": record, "unit_layout": self.backend.unit_layout}
 
     def measure_rows(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
         """Table rows (:data:`amc_mobile.latency.table.COLUMNS` plus ``live`` and ``device``) for these
@@ -302,7 +302,8 @@ def _profile(ray: Any, devices: Sequence[tuple[str, FarmDevice | None]], writer:
             model_name, "; ".join(f"{d.name}: {d.lost}" for d in devs)))
     first = facts[sorted(facts)[0]]
     meta = table_meta_for(model, desc, residual, units, grids, granularity, points,
-                          device_record=first["record"], profile_name=model_name, protocol=first["protocol"])
+                          device_record=first["record"], profile_name=model_name, protocol=first["protocol"],
+                          unit_layout=first.get("unit_layout", "nchw"))
     meta.update({
         "sharded": {"model": model_name, "devices": {k: v["facts"] for k, v in facts.items()}}, "created": _now(),
     })

@@ -118,6 +118,9 @@ class LatencyBackend(ABC):
     name: ClassVar[str] = ""
     artifact_suffix: ClassVar[str] = ""  # ".onnx" | ".tflite" | ".pt2" ...
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    # the layout isolated table units are exported in: "nhwc" where the runtime's kernels run in NHWC
+    # (a converter's boundary transposes would otherwise be timed with every unit; units.channels_last_unit)
+    unit_layout: ClassVar[str] = "nchw"
 
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile

@@ -40,7 +40,14 @@ from amc_mobile.latency.table import (
     meta_path,
     read_csv_rows,
 )
-from amc_mobile.latency.units import REFERENCE_ID, Unit, build_unit, residual_layers, units_of
+from amc_mobile.latency.units import (
+    REFERENCE_ID,
+    Unit,
+    build_unit,
+    channels_last_unit,
+    residual_layers,
+    units_of,
+)
 from amc_mobile.models.arch import get_arch
 from amc_mobile.models.describe import ModelDescription, describe_model
 from amc_mobile.storage import (
@@ -317,6 +324,8 @@ def check_resume(old: dict[str, Any], new: dict[str, Any], csv_path: Path) -> No
     diffs += [f"protocol {k} {old.get('protocol', {}).get(k)} != {new['protocol'].get(k)}"
               for k in ("warmup_runs", "runs", "repeats", "min_window_ms", "calibrate_overhead")
               if old.get("protocol", {}).get(k) != new["protocol"].get(k)]
+    if old.get("unit_layout", "nchw") != new.get("unit_layout", "nchw"):  # tables before the field: NCHW units
+        diffs.append(f"unit_layout {old.get('unit_layout', 'nchw')} != {new.get('unit_layout', 'nchw')}")
     diffs += differences(identity_of(old.get("device")), identity_of(new.get("device")))
     if diffs:
         raise UserError(f"{csv_path} was started on another device or setup ({describe_differences(diffs)}); "
@@ -357,12 +366,12 @@ def table_meta(profile: Any, backend: Any, model: nn.Module, desc: ModelDescript
                settings: Any) -> dict[str, Any]:
     return table_meta_for(model, desc, residual, units, grids, granularity, points,
                           device_record=backend.device_record(), profile_name=profile.name,
-                          protocol=settings.to_dict())
+                          protocol=settings.to_dict(), unit_layout=backend.unit_layout)
 
 
 def table_meta_for(model: nn.Module, desc: ModelDescription, residual: list[str], units: Sequence[Unit],
                    grids: Sequence[SlotGrid], granularity: int, points: int, *, device_record: dict[str, Any],
-                   profile_name: str, protocol: dict[str, Any]) -> dict[str, Any]:
+                   profile_name: str, protocol: dict[str, Any], unit_layout: str = "nchw") -> dict[str, Any]:
     """A table's metadata from explicit parts (no backend needed: the sharded Ray profiler builds it
     from the devices' reports)."""
     spec = get_arch(model)
@@ -377,16 +386,19 @@ def table_meta_for(model: nn.Module, desc: ModelDescription, residual: list[str]
                   for u in units],
         "grid": [{"slot": g.slot, "cin": g.cin, "cout": g.cout, "full_points": g.full_points} for g in grids],
         "device": device_record, "profile": profile_name, "protocol": protocol,
-        "reference": REFERENCE_ID,
+        "reference": REFERENCE_ID, "unit_layout": unit_layout,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def unit_artifacts(backend: Any, keys: Sequence[tuple[str, int, int]], batch_size: int, work: Path) -> list[Path]:
-    """Each grid point ``(slot, cin, cout)`` built as its isolated unit and prepared by ``backend``."""
+    """Each grid point ``(slot, cin, cout)`` built as its isolated unit and prepared by ``backend``
+    (in the backend's ``unit_layout``)."""
     arts = []
     for slot, a, b in keys:
         mod, shape = build_unit(slot, a, b, batch_size)
+        if getattr(backend, "unit_layout", "nchw") == "nhwc":
+            mod, shape = channels_last_unit(mod, shape)
         safe = slot.replace("|", "_").replace("+", "-")
         arts.append(backend.prepare(mod, shape, work / f"{safe}_{a}_{b}{backend.artifact_suffix}"))
     return arts

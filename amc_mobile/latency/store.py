@@ -90,8 +90,20 @@ def device_identity(profile: Any) -> tuple[dict[str, Any] | None, str | None]:
         backend.close()
 
 
-def fingerprint_differences(table: LatencyTable, here: dict[str, Any] | None) -> list[str]:
-    return differences(table.identity, here) if here is not None else []
+def fingerprint_differences(table: LatencyTable, here: dict[str, Any] | None, profile: Any = None) -> list[str]:
+    """What differs between the table's device and this one; with ``profile``, also a table whose units
+    were timed in another layout than this backend times them (tables before the field: NCHW)."""
+    if here is None:
+        return []
+    diffs = differences(table.identity, here)
+    if profile is not None:
+        from amc_mobile.latency.base import get_backend
+
+        want = get_backend(profile.backend).unit_layout
+        have = str(table.meta.get("unit_layout", "nchw"))
+        if have != want:
+            diffs.append(f"unit_layout {have} != {want}")
+    return diffs
 
 
 def save_adapted(table: LatencyTable, adaptation: dict[str, Any], profile: Any, device_record: dict[str, Any],
@@ -202,7 +214,7 @@ def open_table_for(device: str, model: nn.Module, input_size: int | None = None,
         source = "user"
     elif table_path is not None:
         table = LatencyTable.load(table_path)
-        diffs = fingerprint_differences(table, here)
+        diffs = fingerprint_differences(table, here, profile)
         if diffs:
             say(f"warning: {table_path} was measured on another device or setup ({describe_differences(diffs)})")
         report["fingerprint_differences"] = diffs
@@ -221,7 +233,7 @@ def open_table_for(device: str, model: nn.Module, input_size: int | None = None,
                     continue
             if t.incomplete:
                 continue
-            diffs = fingerprint_differences(t, here)
+            diffs = fingerprint_differences(t, here, profile)
             if not diffs:
                 chosen, source = t, kind
                 break

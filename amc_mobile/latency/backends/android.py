@@ -129,6 +129,7 @@ def split_raw(raw: str) -> tuple[dict[str, str], list[str]]:
 @register_backend("android")
 class AndroidBackend(LatencyBackend):
     artifact_suffix = ".tflite"
+    unit_layout = "nhwc"  # TFLite kernels run NHWC: units are timed without the converter's boundary transposes
     Options = AndroidOptions
     options: AndroidOptions
 

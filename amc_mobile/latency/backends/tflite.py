@@ -28,6 +28,7 @@ class TFLiteOptions(HostOptions):
 @register_backend("tflite")
 class TFLiteBackend(LatencyBackend):
     artifact_suffix = ".tflite"
+    unit_layout = "nhwc"  # TFLite kernels run NHWC: units are timed without the converter's boundary transposes
     Options = TFLiteOptions
     options: TFLiteOptions
 
