@@ -11,7 +11,8 @@ For every (teacher, budget, seed):
    MACs and only latency-awareness differs);
 5. ddc+amc (only when named in ``--methods``): DDC's Bi-LSTM agent removes whole blocks
    (``--ddc-episodes`` iterations), then the same AMC channel search (latency-AMC's settings) meets the
-   budget on what is left; its row is the channel stage's final model.
+   budget on what is left; its row is the channel stage's final model (DDC's student when the removal alone
+   met the budget; its "BN re-est." column is then DDC's score after its short KD pass).
 Every candidate is scored with BN re-estimation and picked on a second held-out slice (the search
 defaults); each final model gets the SAME knowledge-distillation fine-tune (``--finetune-epochs`` over
 ``--finetune-images`` training images) and is scored on the TEST split; the teacher and the four
@@ -58,9 +59,8 @@ def _search(d: Path, inputs: Any, cfg: Any, tag: str) -> Any:
 
 def _ddc_amc(d: Path, teacher_spec: str, lat: str, common: dict[str, Any], amc_cfg: Any, args: argparse.Namespace,
              seed: int, tag: str) -> dict[str, Any]:
-    """DDC's block removal, then the channel stage with ``amc_cfg``; the channel stage's summary, its search
-    wall time counting both stages."""
-    from amc_mobile.errors import UserError
+    """DDC's block removal, then the channel stage with ``amc_cfg``: the channel stage's summary (or, when the
+    removal alone met the budget, one built from DDC's), its search wall time counting both stages."""
     from amc_mobile.search.ddc import DDCConfig, DDCInputs, run_ddc_search
 
     t0 = time.perf_counter()
@@ -69,17 +69,24 @@ def _ddc_amc(d: Path, teacher_spec: str, lat: str, common: dict[str, Any], amc_c
                                  latency_budget=lat, method="ddc+amc"), cfg, d, log=lambda m: _log(f"  [{tag}] {m}"),
                        amc_config=amc_cfg, resume=(d / "ddc_state.pt").exists())
     amc = s.get("amc") or {}
-    if amc.get("skipped", True):
-        raise UserError(f"ddc+amc: block removal alone met the budget ({', '.join(s['student']['removed'])}); "
-                        "no channel stage to compare")
-    summary = dict(json.loads((d / "amc" / "summary.json").read_text()))
-    summary["search_wall_s"] = float(s["search_wall_s"]) + float(summary["search_wall_s"])
-    summary["notes"] = [f"removed {', '.join(s['student']['removed']) or 'nothing'}", *(summary.get("notes") or [])]
+    if amc.get("skipped", True):  # the removal alone met the budget: DDC's student is the final model
+        st = s["student"]
+        summary = {"final": {**{k: st[k] for k in ("macs", "params", "predicted_latency_ms", "val_top1")},
+                             "val_top1_teacher_bn": None, "select_top1": None},
+                   "teacher": s["teacher"], "search_wall_s": float(s["search_wall_s"]), "setup_s": s.get("setup_s", 0.0),
+                   "episodes": s["iterations"], "measured_vs_budget": None, "checkpoint": str(d / "student.pt"),
+                   "notes": [f"removed {', '.join(st['removed'])}; block removal alone met the budget"]}
+    else:
+        summary = dict(json.loads((d / "amc" / "summary.json").read_text()))
+        summary["search_wall_s"] = float(s["search_wall_s"]) + float(summary["search_wall_s"])
+        summary["notes"] = [f"removed {', '.join(s['student']['removed']) or 'nothing'}", *(summary.get("notes") or [])]
     _log(f"  [{tag}] ddc+amc finished in {time.perf_counter() - t0:.0f} s ({summary['notes'][0]})")
     return summary
 
 
-def _finetune(d: Path, teacher_spec: str, epochs: int, images: int, seed: int, tag: str) -> dict[str, Any]:
+def _finetune(d: Path, teacher_spec: str, epochs: int, images: int, seed: int, tag: str,
+              checkpoint: str | None = None) -> dict[str, Any]:
+    """The common KD fine-tune of the final model (``d/pruned.pt`` or ``checkpoint``) into ``d/finetune``."""
     from amc_mobile.data import teacher_data
     from amc_mobile.distill import FinetuneConfig, finetune
     from amc_mobile.models.checkpoint import load_checkpoint
@@ -88,7 +95,7 @@ def _finetune(d: Path, teacher_spec: str, epochs: int, images: int, seed: int, t
     if (ft / "metrics.json").exists() and (ft / "final.pt").exists():
         return dict(json.loads((ft / "metrics.json").read_text()))
     t0 = time.perf_counter()
-    student, meta = load_checkpoint(d / "pruned.pt")
+    student, meta = load_checkpoint(checkpoint or d / "pruned.pt")
     teacher, tmeta = load_checkpoint(teacher_spec)
     cfg = FinetuneConfig(epochs=epochs, seed=seed, max_train_images=images)
     out = finetune(student, teacher, teacher_data(tmeta, "train"), teacher_data(tmeta, "val"), ft, cfg,
@@ -167,7 +174,7 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
                                                                              **common),
                                          cfg(amc=True), f"{name} {lat} s{seed} FLOPs-AMC")
     ft = {m: _finetune(g / DIRS[m], teacher_spec, args.finetune_epochs, args.finetune_images, seed,
-                       f"{name} {lat} s{seed} {m}") for m in methods}
+                       f"{name} {lat} s{seed} {m}", summaries[m].get("checkpoint")) for m in methods}
     t0 = time.perf_counter()
     teacher, _ = load_checkpoint(teacher_spec)
     models = {"teacher": teacher, **{m: load_checkpoint(g / DIRS[m] / "finetune" / "final.pt")[0] for m in methods}}
