@@ -166,7 +166,7 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
     summaries["latency-AMC"] = _search(g / DIRS["latency-AMC"], SearchInputs(teacher_spec, latency_budget=lat, **common),
                                        cfg(amc=True), f"{name} {lat} s{seed} latency-AMC")
     if "ddc+amc" in methods:
-        summaries["ddc+amc"] = _ddc_amc(g / "ddc_amc", teacher_spec, lat, common, cfg(amc=True), args, seed,
+        summaries["ddc+amc"] = _ddc_amc((g / DIRS["ddc+amc"]).parent, teacher_spec, lat, common, cfg(amc=True), args, seed,
                                         f"{name} {lat} s{seed} ddc+amc")
     if "FLOPs-AMC" in methods:
         macs = summaries["latency-AMC"]["final"]["macs"]

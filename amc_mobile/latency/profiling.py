@@ -225,6 +225,12 @@ def table_step(meta: dict[str, Any]) -> int:
     return int(meta.get("granularity") or 8)
 
 
+def table_unit_layout(meta: dict[str, Any]) -> str:
+    """The layout a table's units were timed in (``LatencyBackend.unit_layout``); tables from before the
+    field timed every unit NCHW."""
+    return str(meta.get("unit_layout") or "nchw")
+
+
 def unit_couts(desc: ModelDescription, residual: Sequence[str]) -> str:
     """Output channels of each unit but the last, space separated (a calibration row's key)."""
     return " ".join(str(u.cout) for u in units_of(desc, residual)[:-1])
@@ -324,8 +330,8 @@ def check_resume(old: dict[str, Any], new: dict[str, Any], csv_path: Path) -> No
     diffs += [f"protocol {k} {old.get('protocol', {}).get(k)} != {new['protocol'].get(k)}"
               for k in ("warmup_runs", "runs", "repeats", "min_window_ms", "calibrate_overhead")
               if old.get("protocol", {}).get(k) != new["protocol"].get(k)]
-    if old.get("unit_layout", "nchw") != new.get("unit_layout", "nchw"):  # tables before the field: NCHW units
-        diffs.append(f"unit_layout {old.get('unit_layout', 'nchw')} != {new.get('unit_layout', 'nchw')}")
+    if table_unit_layout(old) != table_unit_layout(new):
+        diffs.append(f"unit_layout {table_unit_layout(old)} != {table_unit_layout(new)}")
     diffs += differences(identity_of(old.get("device")), identity_of(new.get("device")))
     if diffs:
         raise UserError(f"{csv_path} was started on another device or setup ({describe_differences(diffs)}); "
@@ -397,7 +403,7 @@ def unit_artifacts(backend: Any, keys: Sequence[tuple[str, int, int]], batch_siz
     arts = []
     for slot, a, b in keys:
         mod, shape = build_unit(slot, a, b, batch_size)
-        if getattr(backend, "unit_layout", "nchw") == "nhwc":
+        if backend.unit_layout == "nhwc":
             mod, shape = channels_last_unit(mod, shape)
         safe = slot.replace("|", "_").replace("+", "-")
         arts.append(backend.prepare(mod, shape, work / f"{safe}_{a}_{b}{backend.artifact_suffix}"))

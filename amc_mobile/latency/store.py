@@ -98,9 +98,10 @@ def fingerprint_differences(table: LatencyTable, here: dict[str, Any] | None, pr
     diffs = differences(table.identity, here)
     if profile is not None:
         from amc_mobile.latency.base import get_backend
+        from amc_mobile.latency.profiling import table_unit_layout
 
         want = get_backend(profile.backend).unit_layout
-        have = str(table.meta.get("unit_layout", "nchw"))
+        have = table_unit_layout(table.meta)
         if have != want:
             diffs.append(f"unit_layout {have} != {want}")
     return diffs
