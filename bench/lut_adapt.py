@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 import lut_fidelity  # noqa: E402
 
 from amc_mobile.latency.adapt import FIT_WIDTHS, adapt_table, measure_models  # noqa: E402
-from amc_mobile.latency.fingerprint import differences  # noqa: E402
 from amc_mobile.latency.profiles import REPO_PROFILES, load_profile  # noqa: E402
 from amc_mobile.latency.profiling import profile_table, table_step  # noqa: E402
+from amc_mobile.latency.store import fingerprint_differences  # noqa: E402
 from amc_mobile.latency.table import LatencyTable, default_table_path  # noqa: E402
 from amc_mobile.models import create_model  # noqa: E402
 from amc_mobile.models.arch import require_arch  # noqa: E402
@@ -67,7 +67,7 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
     backend = prof.create_backend()
     here = backend.identity()
     backend.close()
-    diffs = differences(table.identity, here)
+    diffs = fingerprint_differences(table, here, prof)  # hardware, runtime and unit layout
     # held-out models keep channels on the own table's step: what a search with that table would keep
     step = table_step(own.meta) if own is not None else 8
     configs = lut_fidelity.configs_for(model, find_groups(model, size), args.configs, args.seed, size, step)

@@ -266,6 +266,7 @@ def test_greedy_with_an_infeasible_budget_is_one_line_with_the_minimum(toy: Path
     ({"top_k": 0}, {}, r"--top-k must be >= 1"),
     ({"val_size": 0}, {}, r"--val-size must be >= 1"),
     ({"warmup": 6}, {}, r"--warmup must be in \[0, 5\]"),
+    ({"correct_budget_at": 1.0}, {}, r"--correct-budget-at must be in \[0, 1\)"),
     ({}, {"flops_budget": "1G"}, r"--flops-budget 1G is not below the teacher's macs"),
     ({}, {"method": "random"}, r"unknown method 'random'; valid methods: amc, uniform, greedy"),
 ])
@@ -380,7 +381,9 @@ def test_uniform_falls_back_to_the_widest_width_within_the_measured_budget(
     table = _fake_device_and_table(toy, tmp_path, monkeypatch, 0.88)
     logs: list[str] = []
     s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform"),
-                   search_cfg(measure=True), tmp_path / "u", progress=False, log=logs.append, latency_predictor=table)
+                   search_cfg(measure=True, correct_budget_at=0), tmp_path / "u", progress=False, log=logs.append,
+                   latency_predictor=table)
+    assert s.budget_correction == {"applied": False, "reason": "open-loop: --correct-budget-at 0"}
     rows = pd.read_csv(tmp_path / "u" / "episodes.csv")
     assert len(rows) >= 3 and rows["source"].iloc[0] == "uniform"  # the widest, then its fall-backs
     widths = [sum(int(c) for c in k.split()) for k in rows["keep_channels"]]
@@ -396,15 +399,15 @@ def test_uniform_falls_back_to_the_widest_width_within_the_measured_budget(
 
 def test_a_pick_the_table_over_predicts_is_reported_with_the_command_that_fixes_it(
         toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A table that predicts pruned models 1.3x too slow leaves a quarter of the budget unused: the search
-    keeps its pick (it meets the budget) and says so in one line, naming the re-profiling command."""
+    """Open-loop, a table that predicts pruned models 1.3x too slow leaves a quarter of the budget unused:
+    the search keeps its pick (it meets the budget) and says so in one line, naming the re-profiling command."""
     from amc_mobile.search.runner import SearchInputs, run_search
 
     table = _fake_device_and_table(toy, tmp_path, monkeypatch, 1.3)
     logs: list[str] = []
     s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%"),
-                   search_cfg(episodes=4, warmup=2, top_k=2, measure=True), tmp_path / "p", progress=False,
-                   log=logs.append, latency_predictor=table)
+                   search_cfg(episodes=4, warmup=2, top_k=2, measure=True, correct_budget_at=0), tmp_path / "p",
+                   progress=False, log=logs.append, latency_predictor=table)
     assert s.measured_vs_budget is not None and s.measured_vs_budget < 0.9
     assert s.best_episode == s.top_k[0].episode  # within the budget: the pick stays
     assert len(s.notes) == 1 and "\n" not in s.notes[0] and s.notes[0] in logs
@@ -412,6 +415,74 @@ def test_a_pick_the_table_over_predicts_is_reported_with_the_command_that_fixes_
     assert f"amc-bench profile --device fake --checkpoint {toy} --reprofile" in s.notes[0]
     budget = next(b["value"] for b in s.budgets if b["kind"] == "latency")
     assert f"--latency-budget {budget / 0.769:.3g}" in s.notes[0]  # the budget that spends it
+
+
+def test_closed_loop_spends_the_budget_a_table_over_predicts(
+        trained_toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closed loop (the default): half-way, the best candidates are measured (0.769x their predicted
+    latency); the budget on the table's scale becomes budget / 0.769 for the second half, the baselines
+    are seeded again there, and the final model measures closer to the user's budget than open-loop."""
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    table = _fake_device_and_table(trained_toy, tmp_path, monkeypatch, 1.3)
+    logs: list[str] = []
+    s = run_search(SearchInputs(str(trained_toy), device="fake", latency_budget="50%"),
+                   search_cfg(episodes=6, warmup=2, top_k=3, measure=True), tmp_path / "c", progress=False,
+                   log=logs.append, latency_predictor=table)
+    c = s.budget_correction
+    budget = next(b["value"] for b in s.budgets if b["kind"] == "latency")  # the user's, on the table's scale
+    assert c is not None and c["applied"] and c["after_episode"] == 3 and len(c["candidates"]) == 3
+    assert c["share"] == pytest.approx(1 / 1.3, rel=1e-3)
+    assert c["budget_ms_before"] == pytest.approx(budget)
+    assert c["budget_ms_after"] == pytest.approx(budget * 1.3, rel=1e-3)
+    assert any(line.startswith("closed loop: the best candidates measured 0.769x") for line in logs)
+    rows = pd.read_csv(tmp_path / "c" / "episodes.csv")
+    first, second = rows.iloc[:3], rows.iloc[3:]
+    assert (first["latency_ms"] <= budget * (1 + 1e-9)).all()
+    assert (second["latency_ms"] <= c["budget_ms_after"] * (1 + 1e-9)).all()
+    assert second["source"].iloc[0] == "uniform (corrected budget)" and second["latency_ms"].iloc[0] > budget
+    # candidates the open-loop wall forbade compete in the final selection; the pick obeys the MEASURED budget
+    predicted = dict(zip(rows["episode"], rows["latency_ms"], strict=True))
+    assert any(t.episode >= 3 and predicted[t.episode] > budget * 1.2 for t in s.top_k)
+    assert s.measured_vs_budget is not None and s.measured_vs_budget <= 1.05
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["budget_correction"]["applied"] is True
+
+
+def test_closed_loop_narrows_the_budget_a_table_under_predicts_and_resumes_without_remeasuring(
+        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch, fake_backend: Any) -> None:
+    """Uniform width, a table predicting pruned models 0.88x: the widest width measures over the budget, so
+    the correction lowers the table-scale budget and the widest width under it is the final model (no
+    fall-back needed). A search killed after the correction resumes with the saved one: nothing is
+    measured twice."""
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    table = _fake_device_and_table(toy, tmp_path, monkeypatch, 0.88)
+    inputs = SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform")
+    s = run_search(inputs, search_cfg(measure=True), tmp_path / "u", progress=False, log=lambda m: None,
+                   latency_predictor=table)
+    c = s.budget_correction
+    assert c is not None and c["applied"] and c["share"] == pytest.approx(1 / 0.88, rel=1e-3)
+    rows = pd.read_csv(tmp_path / "u" / "episodes.csv")
+    after = c["budget_ms_after"]
+    assert after == pytest.approx(c["budget_ms_before"] * 0.88, rel=1e-3)
+    assert rows["source"].str.endswith("corrected budget)").any()
+    within = rows[rows["latency_ms"] <= after * (1 + 1e-9)]
+    widest = within.loc[within["keep_channels"].map(lambda k: sum(int(v) for v in k.split())).idxmax()]
+    assert s.best_episode == int(widest["episode"])  # the widest uniform width under the corrected budget
+    assert s.measured_vs_budget is not None and 0.9 < s.measured_vs_budget <= 1.05 and not s.notes  # no fall-back
+
+    fake_backend.order.clear()  # AMC: stop right after the correction, then resume: the correction is reused, not re-measured
+    out = tmp_path / "a"
+    cfg = search_cfg(episodes=6, warmup=2, top_k=2, measure=True)
+    run_search(SearchInputs(str(toy), device="fake", latency_budget="50%"), cfg, out, progress=False,
+               log=lambda m: None, latency_predictor=table, stop_after=4)
+    assert fake_backend.order  # the correction measured
+    logs: list[str] = []
+    s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%"), cfg, out, resume=True,
+                   progress=False, log=logs.append, latency_predictor=table)
+    assert not any(line.startswith("closed loop") for line in logs)
+    assert s.budget_correction is not None and s.budget_correction["applied"]
+    assert list(pd.read_csv(out / "episodes.csv")["episode"]) == list(range(6))
 
 
 class _Step16Table(MacsLatency):

@@ -97,6 +97,10 @@ class SearchConfig:
     ddc_thresholds: tuple[float, float, float] = opt((0.9, 0.3, 0.6), "DDC thresholds A_th,T_th,C_th.")
     seed: int = opt(0, "Seed of agent, calibration sample and val subset.")
     measure: bool = opt(True, "Measure the final candidates and the teacher on the device at the end.")
+    correct_budget_at: float = opt(0.5, "Closed loop: after this share of the episodes, measure the best "
+                                        "candidates on the device and correct the latency budget on the table's "
+                                        "scale by their measured/predicted latency (see "
+                                        "amc_mobile.search.correction); 0: open-loop.")
     init_sigma: float | None = opt(None, "Exploration noise after the warm-up [0.5; 0.2 with --transfer-from].")
     sigma_decay: float = opt(0.95, "Per-episode decay of the exploration noise (AMC: 0.95).")
     sigma_floor: float = opt(0.1, "The exploration noise never decays below this (AMC: none); see "
@@ -153,6 +157,9 @@ class SearchConfig:
             raise UserError("--ddc-thresholds: expected three numbers A,T,C like 0.9,0.3,0.6")
         if self.multiple < 0:
             raise UserError(f"--multiple must be >= 1 (0: the latency table's channel step), got {self.multiple}")
+        if not 0.0 <= self.correct_budget_at < 1.0:
+            raise UserError(f"--correct-budget-at must be in [0, 1) (a share of the episodes; 0: open-loop), "
+                            f"got {self.correct_budget_at}")
         if self.greedy_steps < 1:
             raise UserError(f"--greedy-steps must be >= 1, got {self.greedy_steps}")
         get_reward(self.reward)

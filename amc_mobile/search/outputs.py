@@ -99,6 +99,7 @@ class SearchSummary:
     uniform_keep_ratio: float | None = None
     notes: list[str] = field(default_factory=list)
     latency_table: dict[str, Any] | None = None  # which table, and its validation/adaptation on this device
+    budget_correction: dict[str, Any] | None = None  # the closed loop (amc_mobile.search.correction)
     note: str = ("val_* accuracies are on the search's held-out val slice (from the training set), select_* on "
                  "a second disjoint slice; after pruning + reconstruction + BatchNorm re-estimation on training "
                  "images, before fine-tuning (unless finetune_top_k); MACs = conv+linear multiply-accumulates")
@@ -221,7 +222,8 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
         ranked = sorted(top, key=lambda s: (-uniform_ratios.get(s.episode, 0.0), s.episode))
     pick = ranked[0]
     models = {f"top{i}": problem.evaluator.build(s.keep_channels) for i, s in enumerate(ranked)}
-    lat_budget = [v for b, v in problem.budgets if b.kind == "latency"]
+    # the user's budget (a closed-loop correction moves only the table-scale budget the search steered by)
+    lat_budget = [v for b, v in problem.requested_budgets or problem.budgets if b.kind == "latency"]
     full = problem.full
     teacher_costs = problem.cost_row(full)
     runs: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # candidate index -> (its, teacher's) measurement
@@ -302,7 +304,7 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
         data=problem.data_info,
         classes=classes, num_classes=int(arch.num_classes),
         budgets=[{"kind": b.kind, "text": b.text, "value": v, "unit": "ms" if b.kind == "latency" else b.kind}
-                 for b, v in problem.budgets],
+                 for b, v in problem.requested_budgets or problem.budgets],
         episodes=len(rows), best_episode=pick.episode, best_reward=float(best_row["reward"]), keep_channels=keep,
         group_names=[g.name for g in problem.groups],
         teacher=report(teacher_costs, tm["top1"], tm["top5"], int(tm["n"]), (None, None),
@@ -313,7 +315,7 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
         bn_images=int(problem.evaluator.bn_images.shape[0]) if problem.evaluator.bn_images.numel() else 0,
         transfer_from=inputs.transfer_from, notes=notes,
         uniform_keep_ratio=uniform_ratios.get(pick.episode) if uniform_ratios is not None else None,
-        latency_table=problem.table_report)
+        latency_table=problem.table_report, budget_correction=problem.budget_correction)
     if problem.evaluator.bn_images.numel():
         summary.final.val_top1_teacher_bn = problem.evaluator.evaluate(keep, "search", bn=False).top1
     else:
@@ -364,9 +366,13 @@ def plot_search(rows: Sequence[dict[str, Any]], problem: Problem, path: Path, be
     if idx:
         a2.plot([x[idx[0]]], [acc[idx[0]]], "r*", ms=12, label="final")
     kind = "latency" if use_latency else "macs"
-    for b, v in problem.budgets:
+    for b, v in problem.requested_budgets or problem.budgets:
         if b.kind == kind:
             a2.axvline(v, color="red", ls="--", lw=1, label=f"budget {format_cost(kind, v)}")
+    corr = problem.budget_correction or {}
+    if kind == "latency" and corr.get("applied"):
+        v = float(corr["budget_ms_after"])
+        a2.axvline(v, color="orange", ls=":", lw=1, label=f"corrected budget {format_cost(kind, v)} (table scale)")
     a2.set_xlabel("predicted latency (ms)" if use_latency else "MACs")
     a2.set_ylabel(f"val {problem.cfg.metric} (%) before fine-tuning")
     a2.legend(loc="lower right", fontsize=8)

@@ -46,6 +46,12 @@ class Problem:
     train_data: Any = None  # the train split (KD passes of --finetune-top-k)
     select_data: Any = None  # the selection slice as a data set
     table_report: dict[str, Any] | None = None  # what open_table_for did: source, validation, adaptation
+    requested_budgets: list[tuple[Budget, float]] | None = None  # as asked; ``budgets`` may be corrected
+    budget_correction: dict[str, Any] | None = None  # the closed loop's correction in force (.correction)
+
+    def __post_init__(self) -> None:
+        if self.requested_budgets is None:
+            self.requested_budgets = list(self.budgets)
 
     @property
     def groups(self) -> list[Any]:

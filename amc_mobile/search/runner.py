@@ -25,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from amc_mobile.errors import UserError
+from amc_mobile.search import correction
 from amc_mobile.search.config import SearchConfig, SearchInputs
 from amc_mobile.search.ddpg import DDPGAgent, DDPGConfig
 from amc_mobile.search.env import N_STATE_FEATURES
 from amc_mobile.search.evaluate import EvalResult
-from amc_mobile.search.outputs import SearchProgress, SearchSummary, finalize, write_log_csv
+from amc_mobile.search.outputs import (
+    SearchProgress,
+    SearchSummary,
+    finalize,
+    parse_keep,
+    top_candidates,
+    write_log_csv,
+)
 from amc_mobile.search.problem import Problem, build_problem
 from amc_mobile.search.state import (
     agent_signature,
@@ -126,30 +134,32 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         torch.manual_seed(cfg.seed)
         problem = build_problem(inputs, cfg, latency_predictor, log)
         run = _Run(list(state["rows"]) if state else [], float(state["wall_s"]) if state else 0.0,
-                   dict(state.get("selection") or {}) if state else {})
+                   dict(state.get("selection") or {}) if state else {},
+                   correction=state.get("correction") if state else None)
         rows = run.rows
         if state is not None:
             log(f"resuming {out}: {len(rows)} episode(s) done")
             write_log_csv(out / "episodes.csv", rows)  # drop any row written after the last state save
         signature = agent_signature(problem.arch.name, [g.name for g in problem.groups])
+        closed_loop = correction.wanted(problem)
 
         def save() -> None:
-            save_state(path, inputs, cfg, run.rows, run.wall_s, run.agent, signature, run.selection)
+            save_state(path, inputs, cfg, run.rows, run.wall_s, run.agent, signature, run.selection, run.correction)
+
+        def correct(keeps: list[list[int]]) -> None:
+            """Measure ``keeps`` once (resumed searches reuse the saved record) and put the correction in force."""
+            if run.correction is None:
+                run.correction = correction.measure(problem, keeps, len(rows), out, log)
+                save()
+            correction.apply(problem, run.correction)
 
         uniform_ratios: dict[int, float] | None = None
         if inputs.method == "uniform":
-            from amc_mobile.search.baselines import uniform_candidates
-
-            cands = uniform_candidates(problem.env)  # the widest + fall-backs for the measured budget check
-            uniform_ratios = {i: r for i, (_, r) in enumerate(cands)}
-            for i, (keep, ratio) in enumerate(cands[len(rows):], start=len(rows)):
-                t0 = time.perf_counter()
-                res = problem.evaluator.evaluate(keep)
-                rows.append(episode_row(problem, i, keep, [ratio] * len(keep), res,
-                                        "uniform" if i == 0 else f"uniform, {ratio:.3f} (fall-back)"))
-                rows[-1]["episode_s"] = time.perf_counter() - t0
-                run.wall_s += rows[-1]["episode_s"]
-                save()
+            uniform_ratios = {}
+            _uniform(problem, run, uniform_ratios, save, 0)
+            if closed_loop:
+                correct([parse_keep(rows[0]["keep_channels"])])  # the widest uniform width
+                _uniform(problem, run, uniform_ratios, save, 1)
         elif inputs.method == "greedy":
             from amc_mobile.search.greedy import run_greedy
 
@@ -171,9 +181,20 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
                 bar.close()
         else:
             run.agent = _make_agent(problem, inputs, cfg, state, log, signature)
-            _episodes(problem, run, out, progress, stop_after, save)
+            until = cfg.episodes if stop_after is None else min(cfg.episodes, len(rows) + stop_after)
+            switch = correction.switch_episode(cfg.episodes, cfg.correct_budget_at) if closed_loop else 0
+            if switch and len(rows) < switch:  # first part, open-loop
+                _episodes(problem, run, out, progress, min(until, switch), save)
+            if switch and len(rows) >= switch:
+                correct([parse_keep(r["keep_channels"]) for r in top_candidates(problem, rows[:switch],
+                                                                                  correction.MEASURED)])
+            if len(rows) < until:
+                _episodes(problem, run, out, progress, until, save,
+                          seed_at=switch if run.correction and run.correction.get("applied") else 0)
             if len(rows) < cfg.episodes:
                 return SearchProgress(len(rows))
+        if not closed_loop:
+            problem.budget_correction = correction.skipped(problem)
         write_log_csv(out / "episodes.csv", rows)
         return finalize(problem, out, rows, run.wall_s, log, command, run.selection, save, uniform_ratios, map_fn)
 
@@ -186,6 +207,37 @@ class _Run:
     wall_s: float
     selection: dict[str, Any]
     agent: DDPGAgent | None = None
+    correction: dict[str, Any] | None = None  # the closed loop's measurement (amc_mobile.search.correction)
+
+
+def _uniform(problem: Problem, run: _Run, ratios: dict[int, float], save: Callable[[], None], part: int) -> None:
+    """Evaluate the widest uniform width within the budget in force and its fall-backs (part 0), or, after
+    a closed-loop correction (part 1), those at the corrected budget that were not evaluated yet; episode
+    numbers continue, ``ratios`` maps each episode to its keep ratio (resumed searches recompute the same
+    lists)."""
+    from amc_mobile.search.baselines import uniform_candidates
+
+    rows = run.rows
+    if part == 1 and not (problem.budget_correction or {}).get("applied"):
+        return
+    done = {str(r["keep_channels"]): int(r["episode"]) for r in rows}
+    for j, (keep, ratio) in enumerate(uniform_candidates(problem.env)):  # the widest + fall-backs
+        key = " ".join(str(int(k)) for k in keep)
+        if key in done:
+            ratios.setdefault(done[key], ratio)
+            continue
+        i = len(rows)
+        t0 = time.perf_counter()
+        res = problem.evaluator.evaluate(keep)
+        label = "uniform" if j == 0 else f"uniform, {ratio:.3f} (fall-back)"
+        if part == 1:
+            label = f"uniform, {ratio:.3f} (corrected budget)" if j == 0 else label[:-1] + ", corrected budget)"
+        rows.append(episode_row(problem, i, keep, [ratio] * len(keep), res, label))
+        rows[-1]["episode_s"] = time.perf_counter() - t0
+        run.wall_s += rows[-1]["episode_s"]
+        ratios[i] = ratio
+        done[key] = i
+        save()
 
 
 def _make_agent(problem: Problem, inputs: SearchInputs, cfg: SearchConfig, state: dict[str, Any] | None,
@@ -202,15 +254,15 @@ def _make_agent(problem: Problem, inputs: SearchInputs, cfg: SearchConfig, state
     return agent
 
 
-def _episodes(problem: Problem, run: _Run, out: Path, progress: bool, stop_after: int | None,
-              save: Callable[[], None]) -> None:
-    """Run AMC episodes until ``cfg.episodes`` (or ``stop_after`` new ones); ``run`` grows in place and
-    the state is saved after every episode."""
+def _episodes(problem: Problem, run: _Run, out: Path, progress: bool, stop: int, save: Callable[[], None],
+              seed_at: int = 0) -> None:
+    """Run AMC episodes up to episode ``stop``; ``run`` grows in place and the state is saved after every
+    episode. The seeded baselines are the episodes from ``seed_at`` (0, or where a closed-loop correction
+    put a new budget in force)."""
     cfg, env, rows, agent = problem.cfg, problem.env, run.rows, run.agent
     assert agent is not None
     seeds = seeded_policies(problem) if cfg.seed_baselines else []
     start = len(rows)
-    stop = cfg.episodes if stop_after is None else min(cfg.episodes, start + stop_after)
     best = max(range(len(rows)), key=lambda i: float(rows[i]["reward"])) if rows else -1
     bar = _progress(cfg.episodes, start, progress, "search")
     try:
@@ -218,10 +270,12 @@ def _episodes(problem: Problem, run: _Run, out: Path, progress: bool, stop_after
             t_ep = time.perf_counter()
             s = env.reset()
             transitions, raw = [], []
-            source = seeds[ep][0] if ep < len(seeds) else ("random" if ep < agent.cfg.warmup else "agent")
+            seeded = 0 <= ep - seed_at < len(seeds)
+            source = (seeds[ep - seed_at][0] + (" (corrected budget)" if seed_at else "") if seeded
+                      else "random" if ep < agent.cfg.warmup else "agent")
             while not env.done:
-                if ep < len(seeds):
-                    a = float(seeds[ep][1][env.t])
+                if seeded:
+                    a = float(seeds[ep - seed_at][1][env.t])
                 else:
                     with torch_threads(1):
                         a = agent.act(s, ep)
