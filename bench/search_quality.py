@@ -9,6 +9,9 @@ For every (teacher, budget, seed):
 3. latency-AMC: the DDPG search under the latency budget;
 4. FLOPs-AMC: the same agent under a MACs budget equal to latency-AMC's result (so the two are at equal
    MACs and only latency-awareness differs);
+Uniform and latency-AMC run closed-loop (the search default: half-way, the best candidates are measured
+and the table-scale budget corrected, amc_mobile.search.correction); ``uniform-open`` and
+``latency-AMC-open`` (only when named in ``--methods``) are the same searches open-loop, for the ablation.
 5. ddc+amc (only when named in ``--methods``): DDC's Bi-LSTM agent removes whole blocks
    (``--ddc-episodes`` iterations), then the same AMC channel search (latency-AMC's settings) meets the
    budget on what is left; its row is the channel stage's final model (DDC's student when the removal alone
@@ -33,11 +36,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-METHODS = ("uniform", "greedy", "FLOPs-AMC", "latency-AMC", "ddc+amc")
+METHODS = ("uniform", "greedy", "FLOPs-AMC", "latency-AMC", "ddc+amc", "uniform-open", "latency-AMC-open")
 DEFAULT_METHODS = METHODS[:4]
 # where each method's final model (pruned.pt) and summary.json are; ddc+amc: its channel stage's
 DIRS = {"uniform": "uniform", "greedy": "greedy", "FLOPs-AMC": "flops_amc", "latency-AMC": "latency_amc",
-        "ddc+amc": "ddc_amc/amc"}
+        "ddc+amc": "ddc_amc/amc", "uniform-open": "uniform_open", "latency-AMC-open": "latency_amc_open"}
+OPEN_LOOP = {"uniform-open": "uniform", "latency-AMC-open": "amc"}  # ablations: --correct-budget-at 0
 
 
 def _log(msg: str) -> None:
@@ -149,12 +153,13 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
     g = out / name / f"budget{budget}" / f"seed{seed}"
     lat = f"{budget}%"
 
-    def cfg(amc: bool = False) -> SearchConfig:
+    def cfg(amc: bool = False, open_loop: bool = False) -> SearchConfig:
         # the search defaults a user gets, incl. the end-of-search measurement: every method's final
         # model must measure within 1.05x its latency budget (else the next candidate is taken)
+        extra = {"correct_budget_at": 0.0} if open_loop else {}
         return SearchConfig(episodes=args.episodes, seed=seed, measure=not args.no_search_measure,
                             val_size=args.val_size, bn_images=args.bn_images,
-                            finetune_top_k=args.finetune_top_k if amc else 0)
+                            finetune_top_k=args.finetune_top_k if amc else 0, **extra)
 
     common = {"device": args.device, "latency_table": args.latency_table or _table_for(args.device, teacher_spec)}
     methods = args.methods
@@ -165,6 +170,10 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
                                    cfg(), f"{name} {lat} s{seed} {m}")
     summaries["latency-AMC"] = _search(g / DIRS["latency-AMC"], SearchInputs(teacher_spec, latency_budget=lat, **common),
                                        cfg(amc=True), f"{name} {lat} s{seed} latency-AMC")
+    for m, method in OPEN_LOOP.items():
+        if m in methods:
+            summaries[m] = _search(g / DIRS[m], SearchInputs(teacher_spec, latency_budget=lat, method=method, **common),
+                                   cfg(amc=method == "amc", open_loop=True), f"{name} {lat} s{seed} {m}")
     if "ddc+amc" in methods:
         summaries["ddc+amc"] = _ddc_amc((g / DIRS["ddc+amc"]).parent, teacher_spec, lat, common, cfg(amc=True), args, seed,
                                         f"{name} {lat} s{seed} ddc+amc")
@@ -200,6 +209,7 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
             "measured_vs_budget": rel * pred_teacher / budget_ms,
             "search_wall_s": float(s["search_wall_s"]) + float(s["setup_s"]), "episodes": s["episodes"],
             "search_measured_vs_budget": s.get("measured_vs_budget"), "search_notes": s.get("notes") or [],
+            "budget_correction": s.get("budget_correction"),
         })
     _log(f"  [{name} {lat} s{seed}] group done in {time.perf_counter() - t_group:.0f} s")
     return rows
@@ -242,7 +252,7 @@ def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
     for t, b in sorted({(k[0], k[1]) for k in by}, key=lambda tb: (tb[0], -float(tb[1]))):
         groups = [v for k, v in by.items() if k[:2] == (t, b) and "latency-AMC" in v]
         name = f"{t.replace('zoo:', '')} {b}%"
-        for other in ("uniform", "greedy", "FLOPs-AMC", "ddc+amc"):
+        for other in ("uniform", "greedy", "FLOPs-AMC", "ddc+amc", "uniform-open", "latency-AMC-open"):
             d = [v["latency-AMC"]["test_top1_after_ft"] - v[other]["test_top1_after_ft"] for v in groups if other in v]
             if d:
                 spread = f", std {statistics.stdev(d):.2f}" if len(d) > 1 else ""
@@ -263,7 +273,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     teachers = sorted({r["teacher"] for r in rows})
     fig, axes = plt.subplots(1, len(teachers), figsize=(6 * len(teachers), 4.5), squeeze=False)
-    markers = {"uniform": "s", "greedy": "^", "FLOPs-AMC": "D", "latency-AMC": "o", "ddc+amc": "v"}
+    markers = {"uniform": "s", "greedy": "^", "FLOPs-AMC": "D", "latency-AMC": "o", "ddc+amc": "v",
+               "uniform-open": "x", "latency-AMC-open": "+"}
     for ax, t in zip(axes[0], teachers, strict=True):
         for m in METHODS:
             rs = [r for r in rows if r["teacher"] == t and r["method"] == m and r["test_top1_after_ft"] is not None]

@@ -21,8 +21,8 @@ too far off to steer by: re-profile).
 Methods: the DDPG search (its agent and replay buffer carry on; the reward does not read the budget)
 and uniform width (it adds the widest uniform width at the corrected budget and its fall-backs, so
 both sides of a benchmark get the same loop). The greedy baseline walks down to the budget once and
-stays open-loop. Without a device to measure (``--no-measure``, a table file alone, an unreachable
-device) the search runs open-loop and the summary says why.
+stays open-loop. Without a device to measure (``--no-measure``, a table file without ``--device``, an
+unreachable device) the search runs open-loop and the summary says why.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ LIMITS = (0.67, 1.5)  # the share used is clipped to this range
 def wanted(problem: Problem) -> bool:
     """The settings ask for a closed loop and the search has a latency budget on a device."""
     cfg, inputs = problem.cfg, problem.inputs
-    return (cfg.correct_budget_at > 0 and cfg.measure and bool(inputs.device) and not inputs.latency_table
-            and inputs.method in ("amc", "uniform") and latency_budget(problem) is not None)
+    return (cfg.correct_budget_at > 0 and cfg.measure and bool(inputs.device)
+            and (inputs.method == "uniform" or (inputs.method == "amc" and cfg.episodes >= 2))
+            and latency_budget(problem) is not None)
 
 
 def switch_episode(episodes: int, at: float) -> int:
@@ -122,6 +123,6 @@ def skipped(problem: Problem) -> dict[str, Any] | None:
         return None
     cfg, inputs = problem.cfg, problem.inputs
     why = ("--correct-budget-at 0" if cfg.correct_budget_at <= 0 else "--no-measure" if not cfg.measure
-           else "no device to measure on" if not inputs.device else "a latency table file (--latency-table)"
-           if inputs.latency_table else f"method {inputs.method} is open-loop")
+           else "no device to measure on" if not inputs.device
+           else "a single episode" if inputs.method == "amc" else f"method {inputs.method} is open-loop")
     return {"applied": False, "reason": f"open-loop: {why}"}
