@@ -431,15 +431,19 @@ def test_closed_loop_spends_the_budget_a_table_over_predicts(
                    log=logs.append, latency_predictor=table)
     c = s.budget_correction
     budget = next(b["value"] for b in s.budgets if b["kind"] == "latency")  # the user's, on the table's scale
-    assert c is not None and c["applied"] and c["after_episode"] == 3 and len(c["candidates"]) == 3
-    assert c["share"] == pytest.approx(1 / 1.3, rel=1e-3)
-    assert c["budget_ms_before"] == pytest.approx(budget)
-    assert c["budget_ms_after"] == pytest.approx(budget * 1.3, rel=1e-3)
+    assert c is not None and c["applied"] and c["budget_ms_requested"] == pytest.approx(budget)
+    first_step, second_step = c["steps"]  # the table's error is one factor here: the second step keeps the budget
+    assert first_step["after_episode"] == 3 and len(first_step["candidates"]) == 3
+    assert first_step["share"] == pytest.approx(1 / 1.3, rel=1e-3)
+    assert first_step["budget_ms_before"] == pytest.approx(budget)
+    assert first_step["budget_ms_after"] == pytest.approx(budget * 1.3, rel=1e-3)
+    assert not second_step["applied"] and second_step["measured_at_budget_ms"] == pytest.approx(budget, rel=1e-3)
+    assert c["budget_ms_in_force"] == pytest.approx(budget * 1.3, rel=1e-3)
     assert any(line.startswith("closed loop: the best candidates measured 0.769x") for line in logs)
     rows = pd.read_csv(tmp_path / "c" / "episodes.csv")
     first, second = rows.iloc[:3], rows.iloc[3:]
     assert (first["latency_ms"] <= budget * (1 + 1e-9)).all()
-    assert (second["latency_ms"] <= c["budget_ms_after"] * (1 + 1e-9)).all()
+    assert (second["latency_ms"] <= c["budget_ms_in_force"] * (1 + 1e-9)).all()
     assert second["source"].iloc[0] == "uniform (corrected budget)" and second["latency_ms"].iloc[0] > budget
     # candidates the open-loop wall forbade compete in the final selection; the pick obeys the MEASURED budget
     predicted = dict(zip(rows["episode"], rows["latency_ms"], strict=True))
@@ -461,10 +465,10 @@ def test_closed_loop_narrows_the_budget_a_table_under_predicts_and_resumes_witho
     s = run_search(inputs, search_cfg(measure=True), tmp_path / "u", progress=False, log=lambda m: None,
                    latency_predictor=table)
     c = s.budget_correction
-    assert c is not None and c["applied"] and c["share"] == pytest.approx(1 / 0.88, rel=1e-3)
+    assert c is not None and c["applied"] and c["steps"][0]["share"] == pytest.approx(1 / 0.88, rel=1e-3)
     rows = pd.read_csv(tmp_path / "u" / "episodes.csv")
-    after = c["budget_ms_after"]
-    assert after == pytest.approx(c["budget_ms_before"] * 0.88, rel=1e-3)
+    after = c["budget_ms_in_force"]
+    assert after == pytest.approx(c["budget_ms_requested"] * 0.88, rel=1e-3)
     assert rows["source"].str.endswith("corrected budget)").any()
     within = rows[rows["latency_ms"] <= after * (1 + 1e-9)]
     widest = within.loc[within["keep_channels"].map(lambda k: sum(int(v) for v in k.split())).idxmax()]
@@ -482,7 +486,54 @@ def test_closed_loop_narrows_the_budget_a_table_under_predicts_and_resumes_witho
                    progress=False, log=logs.append, latency_predictor=table)
     assert not any(line.startswith("closed loop") for line in logs)
     assert s.budget_correction is not None and s.budget_correction["applied"]
+    assert [st["after_episode"] for st in s.budget_correction["steps"]] == [3, 4]
     assert list(pd.read_csv(out / "episodes.csv")["episode"]) == list(range(6))
+
+
+class _WidthDependentTable(_OptimisticTable):
+    """Predicts narrow pruned models 1.3x too slow and wider ones less so (monotone, error shrinking with
+    width above ``knee_ms``), as a table's error changed with width on an AVX-512 CPU."""
+
+    def __init__(self, teacher_macs: int, knee_ms: float) -> None:
+        super().__init__(teacher_macs, 1.3)
+        self.knee_ms = knee_ms
+
+    def predict(self, desc: Any) -> float:
+        from conftest import FakeBackend
+
+        ms = FakeBackend.latency_ms(desc.params, desc.input_size ** 2)
+        if desc.macs >= self.teacher_macs:
+            return ms
+        return 1.3 * ms if ms <= self.knee_ms else 1.3 * self.knee_ms + 0.5 * (ms - self.knee_ms)
+
+
+def test_closed_loop_takes_the_secant_when_the_tables_error_changes_with_width(
+        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uniform width: the first step scales the budget by 1/0.769, but models that wide are predicted right
+    and measure 1.3x the budget; the second step interpolates between the two measured points instead of
+    scaling again, and the final model obeys the measured budget."""
+    from amc_mobile.models import describe_model
+    from amc_mobile.models.checkpoint import load_checkpoint
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    base = _fake_device_and_table(toy, tmp_path, monkeypatch, 1.3)
+    teacher, _ = load_checkpoint(toy)
+    from conftest import FakeBackend
+
+    d = describe_model(teacher, 12)
+    table = _WidthDependentTable(base.teacher_macs, 0.4 * FakeBackend.latency_ms(d.params, 144))
+    s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform"),
+                   search_cfg(measure=True), tmp_path / "w", progress=False, log=lambda m: None,
+                   latency_predictor=table)
+    c = s.budget_correction
+    assert c is not None and len(c["steps"]) == 2
+    first, second = c["steps"]
+    budget = c["budget_ms_requested"]
+    assert first["method"] == "scaled" and first["budget_ms_after"] == pytest.approx(budget * 1.3, rel=1e-3)
+    assert second["measured_at_budget_ms"] > 1.05 * budget  # the wider width measures over the budget
+    assert second["applied"] and second["method"] == "secant"
+    assert budget < second["budget_ms_after"] < first["budget_ms_after"]
+    assert s.measured_vs_budget is not None and s.measured_vs_budget <= 1.05
 
 
 class _Step16Table(MacsLatency):

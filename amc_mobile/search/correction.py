@@ -9,18 +9,22 @@ back to a narrower candidate; it cannot spend what is left.
 
 So after ``correct_budget_at`` of the episodes (default half) the search measures its ``MEASURED``
 best distinct candidates next to the teacher on the device, interleaved (the same protocol as the
-final measurement), and takes the median of measured over predicted latency, ``share``. When ``share``
-is off by more than ``TOLERANCE``, the latency budget on the table's scale becomes ``budget / share``
-for the rest of the search: the action wall, the baselines seeded again at the corrected budget, and
-which candidates count as within budget at the end. The user's budget is what the final measurement
-is still judged against (at most 1.05x, with the same fall-back). The correction is bounded: at most
-half-way to the teacher's own latency (a model that wide measures like the teacher, share 1), never
-below the smallest reachable latency, and ``share`` is clipped to ``LIMITS`` (beyond it the table is
-too far off to steer by: re-profile).
+final measurement), and takes the median of measured over predicted latency, ``share``. When a model
+at the budget in force would then measure more than ``TOLERANCE`` off the user's budget, the latency
+budget on the table's scale becomes ``budget / share`` for the rest of the search: the action wall,
+the baselines seeded again at the new budget, and which candidates count as within budget at the end.
+Half-way from there to the end it checks again on the candidates found under the new budget. A
+table's error can change with width (on an AVX-512 CPU, layers on odd multiples of 8 channels cost
+what the next multiple of 16 costs, so narrow uniform widths measured 0.75x their prediction and
+wider ones 1.0x), so that second step takes the secant through the two (budget, measured latency)
+points instead of scaling again. A step within tolerance ends the loop. The user's budget is what the
+final measurement is judged against (at most 1.05x, with the same fall-back). Each step moves the
+budget by at most ``MAX_STEP`` either way, at most half-way to the teacher's own latency, and never
+below the smallest reachable latency.
 
 Methods: the DDPG search (its agent and replay buffer carry on; the reward does not read the budget)
-and uniform width (it adds the widest uniform width at the corrected budget and its fall-backs, so
-both sides of a benchmark get the same loop). The greedy baseline walks down to the budget once and
+and uniform width (after each step it adds the widest uniform width at the new budget and its
+fall-backs, so both sides of a benchmark get the same loop). The greedy baseline walks down to the budget once and
 stays open-loop. Without a device to measure (``--no-measure``, a table file without ``--device``, an
 unreachable device) the search runs open-loop and the summary says why.
 """
@@ -36,9 +40,10 @@ from typing import Any
 from amc_mobile.errors import UserError
 from amc_mobile.search.problem import Problem
 
-TOLERANCE = 0.05  # measured/predicted within 1 +- this: the budget stays
+TOLERANCE = 0.05  # a model at the budget in force measuring within 1 +- this of the user's budget: kept
 MEASURED = 3  # best distinct candidates measured for the correction
-LIMITS = (0.67, 1.5)  # the share used is clipped to this range
+STEPS = 2  # checks at most (uniform width; an AMC search: one per checkpoint)
+MAX_STEP = 1.5  # one step moves the budget by at most this factor either way
 
 
 def wanted(problem: Problem) -> bool:
@@ -49,9 +54,13 @@ def wanted(problem: Problem) -> bool:
             and latency_budget(problem) is not None)
 
 
-def switch_episode(episodes: int, at: float) -> int:
-    """The episode after which the budget is corrected (at least one episode on each side when possible)."""
-    return max(1, min(episodes - 1, round(episodes * at))) if episodes > 1 else 1
+def checkpoints(episodes: int, at: float) -> list[int]:
+    """Episodes after which the budget is checked: ``episodes * at`` and half-way from there to the end
+    (fewer when the search is too short for two)."""
+    if episodes < 2:
+        return [1]
+    points = [round(episodes * at), round(episodes * (1 + at) / 2)][:STEPS]
+    return sorted({max(1, min(episodes - 1, p)) for p in points})
 
 
 def latency_budget(problem: Problem, requested: bool = True) -> float | None:
@@ -60,31 +69,51 @@ def latency_budget(problem: Problem, requested: bool = True) -> float | None:
     return next((float(v) for b, v in pairs if b.kind == "latency"), None)
 
 
-def apply(problem: Problem, record: dict[str, Any] | None) -> None:
-    """Put a correction's budget in force (the environment's wall and the problem's budget check)."""
-    if not record or not record.get("applied"):
-        return
-    value = float(record["budget_ms_after"])
+def in_force(steps: Sequence[dict[str, Any]], requested: float) -> float:
+    """The table-scale budget after ``steps``: the last applied step's, else the requested one."""
+    applied = [s for s in steps if s.get("applied")]
+    return float(applied[-1]["budget_ms_after"]) if applied else requested
+
+
+def converged(steps: Sequence[dict[str, Any]]) -> bool:
+    """No further step: the last one found the budget right, or could not measure."""
+    return bool(steps) and not steps[-1].get("applied")
+
+
+def apply(problem: Problem, steps: Sequence[dict[str, Any]]) -> None:
+    """Put the budget of ``steps`` in force (the environment's wall and the problem's budget check) and
+    record the loop for the summary."""
+    requested = latency_budget(problem)
+    assert requested is not None
+    value = in_force(steps, requested)
     problem.budgets = [(b, value if b.kind == "latency" else v) for b, v in problem.budgets]
     problem.env.budgets = [(c, value if c.kind == "latency" else v) for c, v in problem.env.budgets]
-    problem.budget_correction = record
+    problem.budget_correction = {"applied": any(s.get("applied") for s in steps), "budget_ms_requested": requested,
+                                 "budget_ms_in_force": value, "steps": list(steps)}
 
 
-def measure(problem: Problem, keeps: Sequence[Sequence[int]], after_episode: int, out: Path,
-            log: Callable[[str], None]) -> dict[str, Any]:
-    """Measure ``keeps`` next to the teacher and derive the corrected budget (the record saved in the
-    search state and the summary). An unreachable device gives an unapplied record with the reason."""
+def measure(problem: Problem, keeps: Sequence[Sequence[int]], after_episode: int,
+            steps: Sequence[dict[str, Any]], out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Measure ``keeps`` (found under the budget now in force) next to the teacher and derive the next
+    budget: the first step scales it by the measured/predicted ratio, later ones take the secant through
+    the last two (budget in force, measured latency at it) points, so a table whose error changes with
+    width converges instead of overshooting. An unreachable device gives an unapplied step with the reason."""
     from amc_mobile.latency.measure import measure_on_device
 
-    budget = latency_budget(problem)
-    assert budget is not None
+    requested = latency_budget(problem)
+    assert requested is not None
+    budget = in_force(steps, requested)
     record: dict[str, Any] = {"after_episode": after_episode, "applied": False, "budget_ms_before": budget,
                               "budget_ms_after": budget, "tolerance": TOLERANCE, "candidates": []}
+    if not keeps:
+        record["reason"] = "no candidate within the budget to measure; budget kept"
+        return record
     models = {"teacher": problem.teacher, **{f"c{i}": problem.evaluator.build(list(k)) for i, k in enumerate(keeps)}}
     log(f"closed loop: measuring the {len(keeps)} best candidate(s) so far and the teacher on "
         f"{problem.inputs.device} (interleaved) ...")
     try:
-        got = measure_on_device(str(problem.inputs.device), models, problem.input_shape, out / ".measure_loop")
+        got = measure_on_device(str(problem.inputs.device), models, problem.input_shape,
+                                out / ".measure_loop" / str(len(steps)))
     except UserError as exc:
         record["reason"] = f"not measured ({exc}); the search stays open-loop"
         log(f"closed loop: {record['reason']}")
@@ -100,19 +129,27 @@ def measure(problem: Problem, keeps: Sequence[Sequence[int]], after_episode: int
         record["candidates"].append({"keep_channels": [int(k) for k in keep], "predicted_ms": predicted,
                                      "measured_ms": m["median_ms"], "measured_over_predicted": share})
     share = statistics.median(shares)
-    record["share"] = share
+    at = share * budget  # what a candidate at the budget in force measures, on the table's scale
+    record.update(share=share, measured_at_budget_ms=at)
     spread = f" ({min(shares):.3f}-{max(shares):.3f})" if len(shares) > 1 else ""
-    if not math.isfinite(share) or abs(share - 1.0) <= TOLERANCE:
-        record["reason"] = f"measured {share:.3f}x their predicted latency{spread}: within {TOLERANCE:.0%}, budget kept"
+    what = f"measured {share:.3f}x their predicted latency{spread}, {at / requested:.3f}x the budget"
+    if not math.isfinite(share) or abs(at / requested - 1.0) <= TOLERANCE:
+        record["reason"] = f"{what}: within {TOLERANCE:.0%}, budget kept"
         log(f"closed loop: the best candidates {record['reason']}")
         return record
-    used = min(max(share, LIMITS[0]), LIMITS[1])
+    prev = [s for s in steps if s.get("applied") and "measured_at_budget_ms" in s]
+    after = budget * requested / at  # scale by the measured ratio
+    how = "scaled"
+    if prev:
+        b0, y0 = float(prev[-1]["budget_ms_before"]), float(prev[-1]["measured_at_budget_ms"])
+        if (at - y0) * (budget - b0) > 0:  # measured latency grows with the budget: the secant
+            after = budget + (requested - at) * (budget - b0) / (at - y0)
+            how = "secant"
     lowest = problem.costs["latency"](problem.env.min_keep)
-    after = min(budget / used, 0.5 * (budget + teacher_ms))
+    after = min(max(after, budget / MAX_STEP), budget * MAX_STEP, 0.5 * (requested + teacher_ms))
     after = max(after, lowest)
-    record.update(applied=True, share_used=used, budget_ms_after=after)
-    record["reason"] = (f"measured {share:.3f}x their predicted latency{spread}: latency budget on the table's scale "
-                        f"{budget:.4g} -> {after:.4g} ms for the rest of the search")
+    record.update(applied=True, method=how, budget_ms_after=after)
+    record["reason"] = f"{what}: latency budget on the table's scale {budget:.4g} -> {after:.4g} ms ({how})"
     log(f"closed loop: the best candidates {record['reason']}")
     return record
 

@@ -20,7 +20,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         problem = build_problem(inputs, cfg, latency_predictor, log)
         run = _Run(list(state["rows"]) if state else [], float(state["wall_s"]) if state else 0.0,
                    dict(state.get("selection") or {}) if state else {},
-                   correction=state.get("correction") if state else None)
+                   steps=_saved_steps(state))
         rows = run.rows
         if state is not None:
             log(f"resuming {out}: {len(rows)} episode(s) done")
@@ -144,22 +144,26 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         closed_loop = correction.wanted(problem)
 
         def save() -> None:
-            save_state(path, inputs, cfg, run.rows, run.wall_s, run.agent, signature, run.selection, run.correction)
+            save_state(path, inputs, cfg, run.rows, run.wall_s, run.agent, signature, run.selection, run.steps)
 
-        def correct(keeps: list[list[int]]) -> None:
-            """Measure ``keeps`` once (resumed searches reuse the saved record) and put the correction in force."""
-            if run.correction is None:
-                run.correction = correction.measure(problem, keeps, len(rows), out, log)
+        def check(k: int, keeps: list[list[int]]) -> None:
+            """Closed-loop step ``k`` on ``keeps`` (a resumed search reuses a saved step), then its budget in force."""
+            if len(run.steps) <= k:
+                run.steps.append(correction.measure(problem, keeps, len(rows), run.steps, out, log))
                 save()
-            correction.apply(problem, run.correction)
+            correction.apply(problem, run.steps[:k + 1])
 
         uniform_ratios: dict[int, float] | None = None
         if inputs.method == "uniform":
             uniform_ratios = {}
             _uniform(problem, run, uniform_ratios, save, 0)
-            if closed_loop:
-                correct([parse_keep(rows[0]["keep_channels"])])  # the widest uniform width
-                _uniform(problem, run, uniform_ratios, save, 1)
+            for k in range(correction.STEPS if closed_loop else 0):  # measure the widest width in force
+                from amc_mobile.search.baselines import uniform_keep
+
+                check(k, [uniform_keep(problem.env)[0]])
+                if correction.converged(run.steps[:k + 1]):
+                    break
+                _uniform(problem, run, uniform_ratios, save, k + 1)
         elif inputs.method == "greedy":
             from amc_mobile.search.greedy import run_greedy
 
@@ -182,15 +186,20 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
         else:
             run.agent = _make_agent(problem, inputs, cfg, state, log, signature)
             until = cfg.episodes if stop_after is None else min(cfg.episodes, len(rows) + stop_after)
-            switch = correction.switch_episode(cfg.episodes, cfg.correct_budget_at) if closed_loop else 0
-            if switch and len(rows) < switch:  # first part, open-loop
-                _episodes(problem, run, out, progress, min(until, switch), save)
-            if switch and len(rows) >= switch:
-                correct([parse_keep(r["keep_channels"]) for r in top_candidates(problem, rows[:switch],
-                                                                                  correction.MEASURED)])
+            seed_at = 0  # where the seeded baselines start: 0, or the last step that moved the budget
+            for k, point in enumerate(correction.checkpoints(cfg.episodes, cfg.correct_budget_at) if closed_loop else []):
+                if len(rows) < point:
+                    _episodes(problem, run, out, progress, min(until, point), save, seed_at)
+                if len(rows) < point:
+                    break
+                check(k, [parse_keep(r["keep_channels"])
+                          for r in top_candidates(problem, rows[seed_at:point], correction.MEASURED)])
+                if run.steps[k].get("applied"):
+                    seed_at = point
+                if correction.converged(run.steps[:k + 1]):
+                    break
             if len(rows) < until:
-                _episodes(problem, run, out, progress, until, save,
-                          seed_at=switch if run.correction and run.correction.get("applied") else 0)
+                _episodes(problem, run, out, progress, until, save, seed_at)
             if len(rows) < cfg.episodes:
                 return SearchProgress(len(rows))
         if not closed_loop:
@@ -207,19 +216,22 @@ class _Run:
     wall_s: float
     selection: dict[str, Any]
     agent: DDPGAgent | None = None
-    correction: dict[str, Any] | None = None  # the closed loop's measurement (amc_mobile.search.correction)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the closed loop's (amc_mobile.search.correction)
+
+
+def _saved_steps(state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The closed-loop steps a resumed search already took (a list; one record in earlier versions)."""
+    saved = (state or {}).get("correction")
+    return [saved] if isinstance(saved, dict) else list(saved or [])
 
 
 def _uniform(problem: Problem, run: _Run, ratios: dict[int, float], save: Callable[[], None], part: int) -> None:
-    """Evaluate the widest uniform width within the budget in force and its fall-backs (part 0), or, after
-    a closed-loop correction (part 1), those at the corrected budget that were not evaluated yet; episode
-    numbers continue, ``ratios`` maps each episode to its keep ratio (resumed searches recompute the same
-    lists)."""
+    """Evaluate the widest uniform width within the budget in force and its fall-backs that were not
+    evaluated yet (part 0: the requested budget; part k: after closed-loop step k); episode numbers
+    continue, ``ratios`` maps each episode to its keep ratio (a resumed search recomputes the same lists)."""
     from amc_mobile.search.baselines import uniform_candidates
 
     rows = run.rows
-    if part == 1 and not (problem.budget_correction or {}).get("applied"):
-        return
     done = {str(r["keep_channels"]): int(r["episode"]) for r in rows}
     for j, (keep, ratio) in enumerate(uniform_candidates(problem.env)):  # the widest + fall-backs
         key = " ".join(str(int(k)) for k in keep)
@@ -230,7 +242,7 @@ def _uniform(problem: Problem, run: _Run, ratios: dict[int, float], save: Callab
         t0 = time.perf_counter()
         res = problem.evaluator.evaluate(keep)
         label = "uniform" if j == 0 else f"uniform, {ratio:.3f} (fall-back)"
-        if part == 1:
+        if part:
             label = f"uniform, {ratio:.3f} (corrected budget)" if j == 0 else label[:-1] + ", corrected budget)"
         rows.append(episode_row(problem, i, keep, [ratio] * len(keep), res, label))
         rows[-1]["episode_s"] = time.perf_counter() - t0

@@ -59,7 +59,7 @@ def check_same_settings(state: dict[str, Any], inputs: SearchInputs, cfg: Search
 
 def save_state(path: Path, inputs: SearchInputs, cfg: SearchConfig, rows: list[dict[str, Any]], wall_s: float,
                agent: DDPGAgent | None, signature: dict[str, Any] | None,
-               selection: dict[str, Any] | None = None, correction: dict[str, Any] | None = None) -> None:
+               selection: dict[str, Any] | None = None, correction: list[dict[str, Any]] | None = None) -> None:
     atomic_torch_save(path, {"correction": correction,
         "schema_version": STATE_SCHEMA, "fingerprint": fingerprint(inputs, cfg), "rows": rows, "wall_s": wall_s,
         "episodes": cfg.episodes, "measure": cfg.measure, "signature": signature,
