@@ -9,9 +9,10 @@ For every (teacher, budget, seed):
 3. latency-AMC: the DDPG search under the latency budget;
 4. FLOPs-AMC: the same agent under a MACs budget equal to latency-AMC's result (so the two are at equal
    MACs and only latency-awareness differs);
-Uniform and latency-AMC run closed-loop (the search default: half-way, the best candidates are measured
-and the table-scale budget corrected, amc_mobile.search.correction); ``uniform-open`` and
-``latency-AMC-open`` (only when named in ``--methods``) are the same searches open-loop, for the ablation.
+With ``--correct-budget-at F`` uniform and latency-AMC run closed-loop (after a share F of the episodes
+the best candidates are measured and the table-scale budget corrected, amc_mobile.search.correction);
+``uniform-open`` and ``latency-AMC-open`` (only when named in ``--methods``) are the same searches
+open-loop, for the ablation.
 5. ddc+amc (only when named in ``--methods``): DDC's Bi-LSTM agent removes whole blocks
    (``--ddc-episodes`` iterations), then the same AMC channel search (latency-AMC's settings) meets the
    budget on what is left; its row is the channel stage's final model (DDC's student when the removal alone
@@ -156,7 +157,7 @@ def run_group(args: argparse.Namespace, teacher_spec: str, budget: str, seed: in
     def cfg(amc: bool = False, open_loop: bool = False) -> SearchConfig:
         # the search defaults a user gets, incl. the end-of-search measurement: every method's final
         # model must measure within 1.05x its latency budget (else the next candidate is taken)
-        extra = {"correct_budget_at": 0.0} if open_loop else {}
+        extra = {"correct_budget_at": 0.0 if open_loop else args.correct_budget_at}
         return SearchConfig(episodes=args.episodes, seed=seed, measure=not args.no_search_measure,
                             val_size=args.val_size, bn_images=args.bn_images,
                             finetune_top_k=args.finetune_top_k if amc else 0, **extra)
@@ -307,6 +308,9 @@ def main() -> None:
                    help="skip each search's own end-of-search measurement (round 2 ran this way)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, of {', '.join(METHODS)}; latency-AMC always runs (FLOPs-AMC takes its MACs)")
+    p.add_argument("--correct-budget-at", type=float, default=0.0,
+                   help="uniform and latency-AMC searches: the closed loop's first check (a share of the episodes); "
+                        "0: open-loop, the search default; uniform-open / latency-AMC-open always run open-loop")
     p.add_argument("--ddc-episodes", type=int, default=40, help="ddc+amc: DDC iterations of the block-removal stage")
     p.add_argument("--out", default="runs/bench_search_quality")
     p.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,

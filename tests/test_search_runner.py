@@ -419,7 +419,7 @@ def test_a_pick_the_table_over_predicts_is_reported_with_the_command_that_fixes_
 
 def test_closed_loop_spends_the_budget_a_table_over_predicts(
         trained_toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Closed loop (the default): half-way, the best candidates are measured (0.769x their predicted
+    """Closed loop (``correct_budget_at=0.5``): half-way, the best candidates are measured (0.769x their predicted
     latency); the budget on the table's scale becomes budget / 0.769 for the second half, the baselines
     are seeded again there, and the final model measures closer to the user's budget than open-loop."""
     from amc_mobile.search.runner import SearchInputs, run_search
@@ -427,7 +427,7 @@ def test_closed_loop_spends_the_budget_a_table_over_predicts(
     table = _fake_device_and_table(trained_toy, tmp_path, monkeypatch, 1.3)
     logs: list[str] = []
     s = run_search(SearchInputs(str(trained_toy), device="fake", latency_budget="50%"),
-                   search_cfg(episodes=6, warmup=2, top_k=3, measure=True), tmp_path / "c", progress=False,
+                   search_cfg(episodes=6, warmup=2, top_k=3, measure=True, correct_budget_at=0.5), tmp_path / "c", progress=False,
                    log=logs.append, latency_predictor=table)
     c = s.budget_correction
     budget = next(b["value"] for b in s.budgets if b["kind"] == "latency")  # the user's, on the table's scale
@@ -462,7 +462,7 @@ def test_closed_loop_narrows_the_budget_a_table_under_predicts_and_resumes_witho
 
     table = _fake_device_and_table(toy, tmp_path, monkeypatch, 0.88)
     inputs = SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform")
-    s = run_search(inputs, search_cfg(measure=True), tmp_path / "u", progress=False, log=lambda m: None,
+    s = run_search(inputs, search_cfg(measure=True, correct_budget_at=0.5), tmp_path / "u", progress=False, log=lambda m: None,
                    latency_predictor=table)
     c = s.budget_correction
     assert c is not None and c["applied"] and c["steps"][0]["share"] == pytest.approx(1 / 0.88, rel=1e-3)
@@ -477,7 +477,7 @@ def test_closed_loop_narrows_the_budget_a_table_under_predicts_and_resumes_witho
 
     fake_backend.order.clear()  # AMC: stop right after the correction, then resume: the correction is reused, not re-measured
     out = tmp_path / "a"
-    cfg = search_cfg(episodes=6, warmup=2, top_k=2, measure=True)
+    cfg = search_cfg(episodes=6, warmup=2, top_k=2, measure=True, correct_budget_at=0.5)
     run_search(SearchInputs(str(toy), device="fake", latency_budget="50%"), cfg, out, progress=False,
                log=lambda m: None, latency_predictor=table, stop_after=4)
     assert fake_backend.order  # the correction measured
@@ -523,7 +523,7 @@ def test_closed_loop_takes_the_secant_when_the_tables_error_changes_with_width(
     d = describe_model(teacher, 12)
     table = _WidthDependentTable(base.teacher_macs, 0.4 * FakeBackend.latency_ms(d.params, 144))
     s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%", method="uniform"),
-                   search_cfg(measure=True), tmp_path / "w", progress=False, log=lambda m: None,
+                   search_cfg(measure=True, correct_budget_at=0.5), tmp_path / "w", progress=False, log=lambda m: None,
                    latency_predictor=table)
     c = s.budget_correction
     assert c is not None and len(c["steps"]) == 2
@@ -534,6 +534,46 @@ def test_closed_loop_takes_the_secant_when_the_tables_error_changes_with_width(
     assert second["applied"] and second["method"] == "secant"
     assert budget < second["budget_ms_after"] < first["budget_ms_after"]
     assert s.measured_vs_budget is not None and s.measured_vs_budget <= 1.05
+
+
+def test_closed_loop_keeps_the_budget_when_its_two_rounds_disagree(
+        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device whose pruned models run 1.3x slower in every other session (a noisy shared machine): the two
+    rounds of the first step disagree, so the loop does not steer by them and says why in one line."""
+    from conftest import FakeBackend
+
+    from amc_mobile.latency.base import register_backend
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    @register_backend("fake-noisy-test")
+    class NoisyBackend(FakeBackend):
+        sessions = 0
+
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            NoisyBackend.sessions += 1
+            self.slow = NoisyBackend.sessions % 2 == 0
+
+        def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
+            from amc_mobile.latency.base import format_samples
+
+            ms = float(Path(artifact).read_text())
+            slow = self.slow and Path(artifact).stem.startswith("c")  # the candidates, not teacher or reference
+            return format_samples([ms * (1.3 if slow else 1.0)] * runs)
+
+    table = _fake_device_and_table(toy, tmp_path, monkeypatch, 1.3)
+    (tmp_path / "profiles" / "fake.yaml").write_text(
+        (tmp_path / "profiles" / "fake.yaml").read_text().replace("fake-test", "fake-noisy-test"))
+    logs: list[str] = []
+    s = run_search(SearchInputs(str(toy), device="fake", latency_budget="50%"),
+                   search_cfg(episodes=4, warmup=2, top_k=2, measure=True, correct_budget_at=0.5), tmp_path / "n", progress=False,
+                   log=logs.append, latency_predictor=table)
+    c = s.budget_correction
+    assert c is not None and not c["applied"] and len(c["steps"]) == 1
+    step = c["steps"][0]
+    assert step["round_shares"][1] == pytest.approx(1.3 * step["round_shares"][0], rel=1e-3)
+    assert "too noisy right now to steer by; budget kept" in step["reason"]
+    assert sum("too noisy" in line for line in logs) == 1
 
 
 class _Step16Table(MacsLatency):

@@ -97,10 +97,10 @@ class SearchConfig:
     ddc_thresholds: tuple[float, float, float] = opt((0.9, 0.3, 0.6), "DDC thresholds A_th,T_th,C_th.")
     seed: int = opt(0, "Seed of agent, calibration sample and val subset.")
     measure: bool = opt(True, "Measure the final candidates and the teacher on the device at the end.")
-    correct_budget_at: float = opt(0.5, "Closed loop: after this share of the episodes, measure the best "
-                                        "candidates on the device and correct the latency budget on the table's "
-                                        "scale by their measured/predicted latency (see "
-                                        "amc_mobile.search.correction); 0: open-loop.")
+    correct_budget_at: float = opt(0.0, "Closed loop: after this share of the episodes (e.g. 0.5), measure the best "
+                                        "candidates on the device and move the latency budget on the table's "
+                                        "scale by their measured/predicted latency, checked once more later (see "
+                                        "amc_mobile.search.correction); 0: open-loop (default).")
     init_sigma: float | None = opt(None, "Exploration noise after the warm-up [0.5; 0.2 with --transfer-from].")
     sigma_decay: float = opt(0.95, "Per-episode decay of the exploration noise (AMC: 0.95).")
     sigma_floor: float = opt(0.1, "The exploration noise never decays below this (AMC: none); see "

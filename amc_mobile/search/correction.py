@@ -7,9 +7,13 @@ and left that share of the budget unused; on an AVX2 CPU it under-predicted them
 measured over the budget (bench/README, "closed loop"). The end-of-search measurement can only fall
 back to a narrower candidate; it cannot spend what is left.
 
-So after ``correct_budget_at`` of the episodes (default half) the search measures its ``MEASURED``
+So after ``correct_budget_at`` of the episodes (``--correct-budget-at 0.5``; 0, the default, is open-loop:
+with a table built on the machine in use the loop gained nothing, bench/README "Closed loop") the search measures its ``MEASURED``
 best distinct candidates next to the teacher on the device, interleaved (the same protocol as the
-final measurement), and takes the median of measured over predicted latency, ``share``. When a model
+final measurement), twice, and takes the median of measured over predicted latency, ``share``. On a
+shared VM the same small model measured 1.05x, 1.23x and 1.15x its prediction minutes apart, so when
+the two rounds disagree by more than ``TOLERANCE`` the device is too noisy to steer by and the budget
+stays. When a model
 at the budget in force would then measure more than ``TOLERANCE`` off the user's budget, the latency
 budget on the table's scale becomes ``budget / share`` for the rest of the search: the action wall,
 the baselines seeded again at the new budget, and which candidates count as within budget at the end.
@@ -42,6 +46,7 @@ from amc_mobile.search.problem import Problem
 
 TOLERANCE = 0.05  # a model at the budget in force measuring within 1 +- this of the user's budget: kept
 MEASURED = 3  # best distinct candidates measured for the correction
+ROUNDS = 2  # independent measurements per step; disagreeing by more than TOLERANCE: no step
 STEPS = 2  # checks at most (uniform width; an AMC search: one per checkpoint)
 MAX_STEP = 1.5  # one step moves the budget by at most this factor either way
 
@@ -112,23 +117,33 @@ def measure(problem: Problem, keeps: Sequence[Sequence[int]], after_episode: int
     log(f"closed loop: measuring the {len(keeps)} best candidate(s) so far and the teacher on "
         f"{problem.inputs.device} (interleaved) ...")
     try:
-        got = measure_on_device(str(problem.inputs.device), models, problem.input_shape,
-                                out / ".measure_loop" / str(len(steps)))
+        rounds = [measure_on_device(str(problem.inputs.device), models, problem.input_shape,
+                                    out / ".measure_loop" / str(len(steps)) / f"round{r}") for r in range(ROUNDS)]
     except UserError as exc:
         record["reason"] = f"not measured ({exc}); the search stays open-loop"
         log(f"closed loop: {record['reason']}")
         return record
     teacher_ms = problem.cost_row(problem.full)["latency_ms"]
-    t = got["teacher"]
-    shares = []
+    per_round: list[list[float]] = []  # [round][candidate] measured / predicted
+    for got in rounds:
+        t = got["teacher"]
+        per_round.append([got[f"c{i}"]["ratio_to_reference"] / t["ratio_to_reference"] * teacher_ms
+                          / problem.cost_row(list(k))["latency_ms"] for i, k in enumerate(keeps)])
+    shares = [statistics.mean(r[i] for r in per_round) for i in range(len(keeps))]
     for i, keep in enumerate(keeps):
-        predicted = problem.cost_row(list(keep))["latency_ms"]
-        m = got[f"c{i}"]
-        share = m["ratio_to_reference"] / t["ratio_to_reference"] * teacher_ms / predicted
-        shares.append(share)
-        record["candidates"].append({"keep_channels": [int(k) for k in keep], "predicted_ms": predicted,
-                                     "measured_ms": m["median_ms"], "measured_over_predicted": share})
+        record["candidates"].append({"keep_channels": [int(k) for k in keep],
+                                     "predicted_ms": problem.cost_row(list(keep))["latency_ms"],
+                                     "measured_ms": statistics.mean(got[f"c{i}"]["median_ms"] for got in rounds),
+                                     "measured_over_predicted": shares[i],
+                                     "rounds": [r[i] for r in per_round]})
     share = statistics.median(shares)
+    round_medians = [statistics.median(r) for r in per_round]
+    record["round_shares"] = round_medians
+    if len(round_medians) > 1 and max(round_medians) / min(round_medians) - 1 > TOLERANCE:
+        record["reason"] = (f"two rounds disagree ({' vs '.join(f'{v:.3f}x' for v in round_medians)} the predicted "
+                            "latency): the device is too noisy right now to steer by; budget kept")
+        log(f"closed loop: {record['reason']}")
+        return record
     at = share * budget  # what a candidate at the budget in force measures, on the table's scale
     record.update(share=share, measured_at_budget_ms=at)
     spread = f" ({min(shares):.3f}-{max(shares):.3f})" if len(shares) > 1 else ""

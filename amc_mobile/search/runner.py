@@ -155,12 +155,12 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
 
         uniform_ratios: dict[int, float] | None = None
         if inputs.method == "uniform":
+            from amc_mobile.search.baselines import uniform_keep
+
             uniform_ratios = {}
             _uniform(problem, run, uniform_ratios, save, 0)
-            for k in range(correction.STEPS if closed_loop else 0):  # measure the widest width in force
-                from amc_mobile.search.baselines import uniform_keep
-
-                check(k, [uniform_keep(problem.env)[0]])
+            for k in range(correction.STEPS if closed_loop else 0):
+                check(k, [uniform_keep(problem.env)[0]])  # the widest width under the budget in force
                 if correction.converged(run.steps[:k + 1]):
                     break
                 _uniform(problem, run, uniform_ratios, save, k + 1)
