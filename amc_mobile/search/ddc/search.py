@@ -707,7 +707,7 @@ def _amc_stage(problem: DDCProblem, out: Path, log: Callable[[str], None], map_f
     remaining latency budget; the final model is ``out/amc/pruned.pt``."""
     from amc_mobile.models.checkpoint import load_checkpoint
     from amc_mobile.models.describe import describe_model
-    from amc_mobile.search import SearchConfig, SearchInputs, run_search
+    from amc_mobile.search import SearchConfig, SearchInputs, SearchSummary, run_search
 
     inputs, cfg = problem.inputs, problem.cfg
     t_lat = problem.teacher_latency_ms
@@ -728,14 +728,10 @@ def _amc_stage(problem: DDCProblem, out: Path, log: Callable[[str], None], map_f
                               dataset=inputs.dataset, data_dir=inputs.data_dir, method="amc")
     amc_cfg = amc_config or SearchConfig(episodes=cfg.amc_episodes, seed=cfg.seed, measure=cfg.measure,
                                          val_size=min(cfg.val_size, 3000))
-    kwargs: dict[str, Any] = {"resume": (out / "amc" / "search_state.pt").exists(), "log": log,
-                              "latency_predictor": problem.predictor}
-    try:
-        res = run_search(amc_inputs, amc_cfg, out / "amc", progress=False, map_fn=map_fn, **kwargs)
-    except TypeError:  # an older run_search without progress/map_fn
-        res = run_search(amc_inputs, amc_cfg, out / "amc", **kwargs)
-    data: dict[str, Any] = (res.to_dict() if hasattr(res, "to_dict")  # a typed record (or a plain dict)
-                            else dict(res) if isinstance(res, dict) else asdict(res))
+    res = run_search(amc_inputs, amc_cfg, out / "amc", resume=(out / "amc" / "search_state.pt").exists(),
+                     progress=False, log=log, latency_predictor=problem.predictor, map_fn=map_fn)
+    assert isinstance(res, SearchSummary)  # no stop_after: the search finishes
+    data: dict[str, Any] = res.to_dict()
     fin = data.get("final") or {}
     final = {k: fin.get(k) for k in ("val_top1", "params", "macs", "predicted_latency_ms", "measured_latency_ms")}
     return {"skipped": False, "budget_ms": budget_ms, "removed_latency_ms": now, "out": str(out / "amc"),
