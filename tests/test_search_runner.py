@@ -450,6 +450,8 @@ def test_closed_loop_spends_the_budget_a_table_over_predicts(
     assert any(t.episode >= 3 and predicted[t.episode] > budget * 1.2 for t in s.top_k)
     assert s.measured_vs_budget is not None and s.measured_vs_budget <= 1.05
     assert json.loads((tmp_path / "c" / "summary.json").read_text())["budget_correction"]["applied"] is True
+    assert (tmp_path / "c" / "search.png").stat().st_size > 0  # the plot draws the corrected budget too
+    assert not any("could not draw the plot" in line for line in logs)
 
 
 def test_closed_loop_narrows_the_budget_a_table_under_predicts_and_resumes_without_remeasuring(

@@ -371,7 +371,7 @@ def plot_search(rows: Sequence[dict[str, Any]], problem: Problem, path: Path, be
             a2.axvline(v, color="red", ls="--", lw=1, label=f"budget {format_cost(kind, v)}")
     corr = problem.budget_correction or {}
     if kind == "latency" and corr.get("applied"):
-        v = float(corr["budget_ms_after"])
+        v = float(corr["budget_ms_in_force"])
         a2.axvline(v, color="orange", ls=":", lw=1, label=f"corrected budget {format_cost(kind, v)} (table scale)")
     a2.set_xlabel("predicted latency (ms)" if use_latency else "MACs")
     a2.set_ylabel(f"val {problem.cfg.metric} (%) before fine-tuning")
