@@ -7,29 +7,28 @@ and left that share of the budget unused; on an AVX2 CPU it under-predicted them
 measured over the budget (bench/README, "closed loop"). The end-of-search measurement can only fall
 back to a narrower candidate; it cannot spend what is left.
 
-So after ``correct_budget_at`` of the episodes (``--correct-budget-at 0.5``; 0, the default, is open-loop:
-with a table built on the machine in use the loop gained nothing, bench/README "Closed loop") the search measures its ``MEASURED``
-best distinct candidates next to the teacher on the device, interleaved (the same protocol as the
-final measurement), twice, and takes the median of measured over predicted latency, ``share``. On a
-shared VM the same small model measured 1.05x, 1.23x and 1.15x its prediction minutes apart, so when
-the two rounds disagree by more than ``TOLERANCE`` the device is too noisy to steer by and the budget
-stays. When a model
-at the budget in force would then measure more than ``TOLERANCE`` off the user's budget, the latency
-budget on the table's scale becomes ``budget / share`` for the rest of the search: the action wall,
-the baselines seeded again at the new budget, and which candidates count as within budget at the end.
-Half-way from there to the end it checks again on the candidates found under the new budget. A
-table's error can change with width (on an AVX-512 CPU, layers on odd multiples of 8 channels cost
-what the next multiple of 16 costs, so narrow uniform widths measured 0.75x their prediction and
-wider ones 1.0x), so that second step takes the secant through the two (budget, measured latency)
-points instead of scaling again. A step within tolerance ends the loop. The user's budget is what the
-final measurement is judged against (at most 1.05x, with the same fall-back). Each step moves the
-budget by at most ``MAX_STEP`` either way, at most half-way to the teacher's own latency, and never
-below the smallest reachable latency.
+So after ``correct_budget_at`` of the episodes (``--correct-budget-at 0.5``; 0, the default, is
+open-loop: with a table built on the machine in use the loop gained nothing, bench/README "Closed
+loop") the search measures its ``MEASURED`` best distinct candidates next to the teacher on the device,
+interleaved (the same protocol as the final measurement), ``ROUNDS`` times, and takes the median of
+measured over predicted latency, ``share``. On a shared VM the same small model measured 1.05x, 1.23x
+and 1.15x its prediction minutes apart, so when the rounds disagree by more than ``TOLERANCE`` the
+device is too noisy to steer by and the budget stays. When a model at the budget in force would
+measure more than ``TOLERANCE`` off the user's budget, the latency budget on the table's scale becomes
+``budget / share`` for the rest of the search: the action wall, the baselines seeded again at the new
+budget, and which candidates count as within budget at the end. Half-way from there to the end it
+checks again on the candidates found under the new budget. A table's error can change with width (on
+an AVX-512 CPU, layers on odd multiples of 8 channels cost what the next multiple of 16 costs, so
+narrow uniform widths measured 0.75x their prediction and wider ones 1.0x), so that second step takes
+the secant through the two (budget, measured latency) points instead of scaling again. A step within
+tolerance ends the loop. The user's budget is what the final measurement is judged against (at most
+1.05x, with the same fall-back). Each step moves the budget by at most ``MAX_STEP`` either way, at
+most half-way to the teacher's own latency, and never below the smallest reachable latency.
 
 Methods: the DDPG search (its agent and replay buffer carry on; the reward does not read the budget)
 and uniform width (after each step it adds the widest uniform width at the new budget and its
-fall-backs, so both sides of a benchmark get the same loop). The greedy baseline walks down to the budget once and
-stays open-loop. Without a device to measure (``--no-measure``, a table file without ``--device``, an
+fall-backs, so both sides of a benchmark get the same loop). The greedy baseline walks down to the
+budget once and stays open-loop. Without a device to measure (``--no-measure``, a table file without ``--device``, an
 unreachable device) the search runs open-loop and the summary says why.
 """
 
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from amc_mobile.errors import UserError
+from amc_mobile.search.outputs import on_table_scale
 from amc_mobile.search.problem import Problem
 
 TOLERANCE = 0.05  # a model at the budget in force measuring within 1 +- this of the user's budget: kept
@@ -68,10 +68,9 @@ def checkpoints(episodes: int, at: float) -> list[int]:
     return sorted({max(1, min(episodes - 1, p)) for p in points})
 
 
-def latency_budget(problem: Problem, requested: bool = True) -> float | None:
-    """The latency budget on the table's scale: as the user asked (``requested``) or as now in force."""
-    pairs = (problem.requested_budgets or problem.budgets) if requested else problem.budgets
-    return next((float(v) for b, v in pairs if b.kind == "latency"), None)
+def latency_budget(problem: Problem) -> float | None:
+    """The latency budget as the user asked it, on the table's scale (None without one)."""
+    return next((float(v) for b, v in problem.requested_budgets or problem.budgets if b.kind == "latency"), None)
 
 
 def in_force(steps: Sequence[dict[str, Any]], requested: float) -> float:
@@ -123,16 +122,14 @@ def measure(problem: Problem, keeps: Sequence[Sequence[int]], after_episode: int
         record["reason"] = f"not measured ({exc}); the search stays open-loop"
         log(f"closed loop: {record['reason']}")
         return record
-    teacher_ms = problem.cost_row(problem.full)["latency_ms"]
-    per_round: list[list[float]] = []  # [round][candidate] measured / predicted
-    for got in rounds:
-        t = got["teacher"]
-        per_round.append([got[f"c{i}"]["ratio_to_reference"] / t["ratio_to_reference"] * teacher_ms
-                          / problem.cost_row(list(k))["latency_ms"] for i, k in enumerate(keeps)])
+    teacher_ms = problem.costs["latency"](problem.full)
+    predicted = [problem.costs["latency"](list(k)) for k in keeps]
+    # [round][candidate] measured / predicted latency
+    per_round = [[on_table_scale(got[f"c{i}"], got["teacher"], teacher_ms) / predicted[i] for i in range(len(keeps))]
+                 for got in rounds]
     shares = [statistics.mean(r[i] for r in per_round) for i in range(len(keeps))]
     for i, keep in enumerate(keeps):
-        record["candidates"].append({"keep_channels": [int(k) for k in keep],
-                                     "predicted_ms": problem.cost_row(list(keep))["latency_ms"],
+        record["candidates"].append({"keep_channels": [int(k) for k in keep], "predicted_ms": predicted[i],
                                      "measured_ms": statistics.mean(got[f"c{i}"]["median_ms"] for got in rounds),
                                      "measured_over_predicted": shares[i],
                                      "rounds": [r[i] for r in per_round]})

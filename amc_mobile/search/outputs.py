@@ -193,6 +193,12 @@ def _finetuned_metrics(problem: Problem, out: Path, keep: list[int], episode: in
     return {k: float(v) for k, v in evaluate(student, problem.evaluator.slices["select"]).items()}
 
 
+def on_table_scale(m: dict[str, Any], t: dict[str, Any], teacher_ms: float) -> float:
+    """A model's measured latency on the table's scale: its speed relative to the teacher in one interleaved
+    run (``m`` and ``t`` from measure_on_device) times the teacher's PREDICTED latency ``teacher_ms``."""
+    return float(m["ratio_to_reference"] / t["ratio_to_reference"] * teacher_ms)
+
+
 def _measured_vs_predicted(pick: Selected, budget_ms: float, problem: Problem) -> float:
     """The pick's measured latency over its predicted one (1.0 when either is unknown)."""
     predicted = problem.cost_row(pick.keep_channels)["latency_ms"]
@@ -238,8 +244,7 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
             runs[i] = (m, t)
             ranked[i].measured_latency_ms = m["median_ms"]
             if lat_budget:  # the budget was set on PREDICTED latency: compare on the same scale
-                ranked[i].measured_vs_budget = (m["ratio_to_reference"] / t["ratio_to_reference"]
-                                                * teacher_costs["latency_ms"] / lat_budget[0])
+                ranked[i].measured_vs_budget = on_table_scale(m, t, teacher_costs["latency_ms"]) / lat_budget[0]
 
     if cfg.measure and inputs.device:
         measure([0])  # the pick next to the teacher; the other top-k only when the pick is over budget

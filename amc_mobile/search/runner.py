@@ -158,12 +158,12 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, out_dir: str | Path, res
             from amc_mobile.search.baselines import uniform_keep
 
             uniform_ratios = {}
-            _uniform(problem, run, uniform_ratios, save, 0)
+            _uniform(problem, run, uniform_ratios, save, corrected=False)
             for k in range(correction.STEPS if closed_loop else 0):
                 check(k, [uniform_keep(problem.env)[0]])  # the widest width under the budget in force
                 if correction.converged(run.steps[:k + 1]):
                     break
-                _uniform(problem, run, uniform_ratios, save, k + 1)
+                _uniform(problem, run, uniform_ratios, save, corrected=True)
         elif inputs.method == "greedy":
             from amc_mobile.search.greedy import run_greedy
 
@@ -225,9 +225,10 @@ def _saved_steps(state: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [saved] if isinstance(saved, dict) else list(saved or [])
 
 
-def _uniform(problem: Problem, run: _Run, ratios: dict[int, float], save: Callable[[], None], part: int) -> None:
+def _uniform(problem: Problem, run: _Run, ratios: dict[int, float], save: Callable[[], None],
+             corrected: bool) -> None:
     """Evaluate the widest uniform width within the budget in force and its fall-backs that were not
-    evaluated yet (part 0: the requested budget; part k: after closed-loop step k); episode numbers
+    evaluated yet (at the requested budget, or ``corrected`` after a closed-loop step); episode numbers
     continue, ``ratios`` maps each episode to its keep ratio (a resumed search recomputes the same lists)."""
     from amc_mobile.search.baselines import uniform_candidates
 
@@ -241,9 +242,10 @@ def _uniform(problem: Problem, run: _Run, ratios: dict[int, float], save: Callab
         i = len(rows)
         t0 = time.perf_counter()
         res = problem.evaluator.evaluate(keep)
-        label = "uniform" if j == 0 else f"uniform, {ratio:.3f} (fall-back)"
-        if part:
-            label = f"uniform, {ratio:.3f} (corrected budget)" if j == 0 else label[:-1] + ", corrected budget)"
+        if j == 0:
+            label = f"uniform, {ratio:.3f} (corrected budget)" if corrected else "uniform"
+        else:
+            label = f"uniform, {ratio:.3f} (fall-back{', corrected budget' if corrected else ''})"
         rows.append(episode_row(problem, i, keep, [ratio] * len(keep), res, label))
         rows[-1]["episode_s"] = time.perf_counter() - t0
         run.wall_s += rows[-1]["episode_s"]

@@ -60,10 +60,11 @@ def check_same_settings(state: dict[str, Any], inputs: SearchInputs, cfg: Search
 def save_state(path: Path, inputs: SearchInputs, cfg: SearchConfig, rows: list[dict[str, Any]], wall_s: float,
                agent: DDPGAgent | None, signature: dict[str, Any] | None,
                selection: dict[str, Any] | None = None, correction: list[dict[str, Any]] | None = None) -> None:
-    atomic_torch_save(path, {"correction": correction,
+    atomic_torch_save(path, {
         "schema_version": STATE_SCHEMA, "fingerprint": fingerprint(inputs, cfg), "rows": rows, "wall_s": wall_s,
         "episodes": cfg.episodes, "measure": cfg.measure, "signature": signature,
-        "agent": agent.state_dict() if agent is not None else None, "selection": selection or {}})
+        "agent": agent.state_dict() if agent is not None else None, "selection": selection or {},
+        "correction": correction or []})  # the closed loop's steps (amc_mobile.search.correction)
 
 
 def load_saved_settings(out_dir: str | Path) -> tuple[SearchInputs, SearchConfig]:
