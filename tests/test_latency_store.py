@@ -228,8 +228,8 @@ def test_a_stale_reference_time_is_renewed_without_a_misleading_refit(devices: P
 
     real = adapt.choose_refit
 
-    def overfitted(table: LatencyTable, fit: Any) -> Any:
-        name, coef, loo = real(table, fit)
+    def overfitted(table: LatencyTable, fit: Any, *args: Any) -> Any:
+        name, coef, loo = real(table, fit, *args)
         return name, adapt._scaled(coef, 1.3, 0.0), loo
 
     monkeypatch.setattr(adapt, "choose_refit", overfitted)
@@ -256,7 +256,11 @@ def test_an_adaptation_within_noise_is_rejected(devices: Path) -> None:
     assert ad["after"]["combined_median_abs_error"] < ad["before"]["combined_median_abs_error"]
     assert not ad["accepted"]
     biased = LatencyTable.load(_ship(devices, "fakedev", model, bias=1.2))
-    assert adapt_table(biased, load_profile("fakedev"), model, 8, held_out)["accepted"]
+    ad = adapt_table(biased, load_profile("fakedev"), model, 8, held_out)
+    assert ad["accepted"] and ad["method"] in ("refit", "rescale")
+    # the record names every model it was fitted on, with what was measured (auditable, refittable)
+    assert len(ad["fit_models"]) == ad["measurements"] == 10
+    assert all(m["ratio"] > 0 and len(m["keep"]) == len(held_out[0].config.keep) for m in ad["fit_models"])
 
 
 def test_unreachable_device_leaves_the_table_unvalidated(devices: Path) -> None:

@@ -6,8 +6,8 @@ the reference and on milliseconds (the reference's speed now). Adaptation follow
 of HELP (Lee et al., NeurIPS 2021) and MAPLE-Edge (Nair et al., 2022): a new device is characterised by
 about 10 whole-model measurements chosen to span the space (uniform widths, random policies,
 block-removed models); the table's whole-model correction (:class:`~amc_mobile.latency.table.Coefficients`)
-is refitted on them, choosing among nested models (scale, affine, refit, per-kind refit) by
-leave-one-out error, and the reference/overhead times are re-measured. The result is judged on the
+is refitted on them (a shared unit scale, boundary term and constant: :data:`PREFERRED` says why that
+one), and the reference/overhead times are re-measured. The result is judged on the
 held-out validation models: an adaptation that does not lower their error is rejected.
 """
 
@@ -199,14 +199,27 @@ def _candidates(table: LatencyTable, fit: Sequence[Measured]) -> dict[str, Calla
     return {"scale": scale, "affine": affine, "refit": refit, "per-kind": per_kind}
 
 
+# The refits of the whole-model correction (see _candidates), and the order adaptation prefers them in.
+# Which refit to use was first chosen per adaptation, by leave-one-out on its 10 fit models. Offline, on
+# 8 recorded runs of bench/lut_adapt.py on three machines (bench/lut_adapt_offline.py: 60 random
+# 10-model fits each, scored on the other models, same session and across sessions), "refit" alone beat
+# that choice for both MobileNets (bench/README, issue 11): ten models are too few to pick among four
+# estimators without the pick itself adding error. "scale" is the fall-back when "refit" is degenerate.
+ESTIMATORS = ("scale", "affine", "refit", "per-kind")
+PREFERRED = ("refit", "scale")
+
+
 def _scaled(c: Coefficients, s: float, add: float) -> Coefficients | None:
     if not s > 0:
         return None
     return Coefficients({k: v * s for k, v in c.a.items()}, c.beta * s, c.delta * s + add)
 
 
-def choose_refit(table: LatencyTable, fit: Sequence[Measured]) -> tuple[str, Coefficients, dict[str, float]]:
-    """The candidate refit with the lowest leave-one-out median |error| on the fit rows."""
+def choose_refit(table: LatencyTable, fit: Sequence[Measured], prefer: Sequence[str] | None = PREFERRED
+                 ) -> tuple[str, Coefficients, dict[str, float]]:
+    """(name, coefficients, leave-one-out median |error| of every estimator on the fit rows). The
+    first of ``prefer`` that fits the rows; ``prefer`` None: the one with the lowest leave-one-out
+    error (the earlier default, kept for comparison)."""
     cands = _candidates(table, fit)
     n = len(fit)
     loo: dict[str, float] = {}
@@ -221,12 +234,12 @@ def choose_refit(table: LatencyTable, fit: Sequence[Measured]) -> tuple[str, Coe
             errs.append(abs(c.apply(s, b) / fit[i].ratio - 1))
         if errs:
             loo[name] = median(errs)
-    if not loo:
-        raise UserError("adaptation failed: no refit of the table fits the measurements")
-    best = min(loo, key=lambda k: loo[k])
-    coef = cands[best](list(range(n)))
-    assert coef is not None
-    return best, coef, loo
+    order = sorted(loo, key=lambda k: loo[k]) if prefer is None else [k for k in prefer if k in loo]
+    for name in order:
+        coef = cands[name](list(range(n)))
+        if coef is not None:
+            return name, coef, loo
+    raise UserError("adaptation failed: no refit of the table fits the measurements")
 
 
 def validate_table(table: LatencyTable, profile: Any, model: nn.Module, input_size: int, n_configs: int = 4,
@@ -268,7 +281,8 @@ def validate_table(table: LatencyTable, profile: Any, model: nn.Module, input_si
 def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size: int, held_out: Sequence[Measured],
                 n_measurements: int = MAX_ADAPT_MEASUREMENTS, tolerance: float = 0.05, ratio_ok: bool = False,
                 seed: int = 4242, progress: Callable[[int, int], None] | None = None,
-                fit_widths: Sequence[float] = FIT_WIDTHS) -> dict[str, Any]:
+                fit_widths: Sequence[float] = FIT_WIDTHS, fit: Sequence[Measured] | None = None,
+                prefer: Sequence[str] | None = PREFERRED) -> dict[str, Any]:
     """Adapt ``table`` to this device; returns the adaptation record (``accepted``, before/after
     errors on the held-out models, coefficients, reference/overhead times now). Accepted only when
     the held-out error (the worse of the ms and ratio medians) goes down by more than noise: by at
@@ -278,21 +292,23 @@ def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size:
     are re-measured (no extra measurement: they come with the held-out models). Otherwise at most
     ``n_measurements`` (<= 10) whole models are measured and the correction refitted; the refit is
     kept only when it beats renewing the reference/overhead times alone on the held-out models
-    (``refit_not_used`` records a refit that did not).
+    (``refit_not_used`` records a refit that did not). ``fit``: fit models measured already (a benchmark
+    comparing refits on the same measurements); ``prefer``: see :func:`choose_refit`.
     """
     t0 = time.perf_counter()
     before = errors(table, held_out)
-    fit: list[Measured] = []
+    fit = list(fit or [])
     ref_now = median(m.ref_ms for m in held_out)
     over_now = median(m.overhead_ms for m in held_out)
     if ratio_ok:
         method, coef, loo = "rescale", table.coef, dict[str, float]()
     else:
-        cfgs = adaptation_configs(model, input_size, n_measurements, seed, fit_widths, table_step(table.meta))
-        fit = measure_models(profile, model, input_size, cfgs, progress=progress)
+        if not fit:
+            cfgs = adaptation_configs(model, input_size, n_measurements, seed, fit_widths, table_step(table.meta))
+            fit = measure_models(profile, model, input_size, cfgs, progress=progress)
         ref_now = median([m.ref_ms for m in fit] + [m.ref_ms for m in held_out])
         over_now = median([m.overhead_ms for m in fit] + [m.overhead_ms for m in held_out])
-        method, coef, loo = choose_refit(table, fit)
+        method, coef, loo = choose_refit(table, fit, prefer)
     b_ms, b_r, worst_before = _judged(before)
     a_ms, a_r, worst_after = _judged(errors(table, held_out, coef, ref_now, over_now))
     refit_after: dict[str, Any] | None = None
@@ -315,5 +331,7 @@ def adapt_table(table: LatencyTable, profile: Any, model: nn.Module, input_size:
                   "combined_median_abs_error": worst_after},
         "reaches_tolerance": bool(better and worst_after <= tolerance), "refit_not_used": refit_after,
         "tolerance": tolerance, "fit_configs": [m.config.config_id for m in fit],
+        "fit_models": [{"config": m.config.config_id, "keep": list(m.config.keep), "removed": list(m.config.removed),
+                        "ratio": m.ratio, "ms": m.ms} for m in fit],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": time.perf_counter() - t0,
     }
