@@ -93,7 +93,8 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
         record = adapt_table(table, prof, model, size, seen, n_measurements=args.measurements, seed=args.fit_seed,
                              fit_widths=fit_widths, fit=fit, **kw)
         adapted = LatencyTable.load(path)
-        adapted.apply_adaptation(record)
+        if record["accepted"]:  # a rejected adaptation leaves the table as it was, as the store does
+            adapted.apply_adaptation(record)
         return record, lut_fidelity.evaluate(adapted, judged, device, model_name)
 
     fit = measure_models(prof, model, size, adaptation_configs(model, size, args.measurements, args.fit_seed,
