@@ -66,7 +66,8 @@ class Selected:
     select_reward: float
     finetuned: bool = False
     measured_latency_ms: float | None = None
-    measured_vs_budget: float | None = None
+    measured_vs_budget: float | None = None  # the mean over its measurement sessions (see finalize)
+    measured_sessions: list[float] = field(default_factory=list)  # measured / budget in each session
 
 
 @dataclass
@@ -244,18 +245,26 @@ def finalize(problem: Problem, out: Path, rows: list[dict[str, Any]], wall_s: fl
             runs[i] = (m, t)
             ranked[i].measured_latency_ms = m["median_ms"]
             if lat_budget:  # the budget was set on PREDICTED latency: compare on the same scale
-                ranked[i].measured_vs_budget = on_table_scale(m, t, teacher_costs["latency_ms"]) / lat_budget[0]
+                ranked[i].measured_sessions.append(on_table_scale(m, t, teacher_costs["latency_ms"]) / lat_budget[0])
+                ranked[i].measured_vs_budget = sum(ranked[i].measured_sessions) / len(ranked[i].measured_sessions)
 
     if cfg.measure and inputs.device:
         measure([0])  # the pick next to the teacher; the other top-k only when the pick is over budget
         if lat_budget and pick.measured_vs_budget is not None and pick.measured_vs_budget > MEASURED_TOLERANCE:
-            if len(ranked) > 1:
-                measure(list(range(1, len(ranked))))
+            # a second session with the other top-k, the pick included: one session on a shared machine can be
+            # disturbed as a whole (the same model measured 1.05x, 1.23x, 1.15x its prediction minutes apart), so
+            # the pick is judged on the mean of its two sessions, not replaced for one bad one
+            first = pick.measured_vs_budget
+            measure(list(range(len(ranked))))
             ok = [s for s in ranked if s.measured_vs_budget is not None and s.measured_vs_budget <= MEASURED_TOLERANCE]
-            if ok:
-                msg = (f"the pick (episode {pick.episode}) measured {pick.measured_vs_budget:.3f}x the latency budget "
-                       f"(> {MEASURED_TOLERANCE}x); taking episode {ok[0].episode} instead "
-                       f"({ok[0].measured_vs_budget:.3f}x, the best top-k candidate within the measured budget)")
+            again = f"measured {first:.3f}x the latency budget, then {pick.measured_sessions[-1]:.3f}x"
+            if ok and ok[0] is pick:
+                msg = (f"the pick (episode {pick.episode}) {again} next to the other top-k candidates: "
+                       f"{pick.measured_vs_budget:.3f}x over both sessions, within {MEASURED_TOLERANCE}x; kept")
+            elif ok:
+                msg = (f"the pick (episode {pick.episode}) {again} (> {MEASURED_TOLERANCE}x over both sessions); "
+                       f"taking episode {ok[0].episode} instead ({ok[0].measured_vs_budget:.3f}x, the best top-k "
+                       "candidate within the measured budget)")
                 pick = ok[0]
             else:
                 msg = (f"warning: every top-k candidate measured over {MEASURED_TOLERANCE}x the latency budget "
