@@ -79,17 +79,25 @@ def score(pred: Predictor, rows: Sequence[Measured]) -> tuple[float, float]:
     return median(errs), sum(e <= 0.10 for e in errs) / len(errs)
 
 
-def methods(table: LatencyTable) -> dict[str, Callable[[Sequence[Measured]], Predictor]]:
-    """Each estimator as a function of the fit models: the table as shipped, every single estimator
-    (``refit`` is what ``adapt_table`` uses), and the earlier default: the estimator with the lowest
-    leave-one-out error on the fit models."""
-    out: dict[str, Callable[[Sequence[Measured]], Predictor]] = {"keep": lambda fit: coef_predictor(table, table.coef)}
+def methods(table: LatencyTable) -> dict[str, Callable[[Sequence[Measured], Sequence[Measured]], Predictor]]:
+    """Each estimator as a function of the fit models (and the ``seen`` validation models, for the guard):
+    the table as shipped, every single estimator, the earlier default (the estimator with the lowest
+    leave-one-out error on the fit models), and with ``--guard`` what ``adapt_table`` does: ``refit``,
+    unless the table as it is predicts the seen models better (then it is kept)."""
+    out: dict[str, Callable[[Sequence[Measured], Sequence[Measured]], Predictor]] = {
+        "keep": lambda fit, seen: coef_predictor(table, table.coef)}
     for name in ESTIMATORS:
-        def one(fit: Sequence[Measured], name: str = name) -> Predictor:
+        def one(fit: Sequence[Measured], seen: Sequence[Measured], name: str = name) -> Predictor:
             coef = _candidates(table, fit)[name](list(range(len(fit))))
             return coef_predictor(table, coef if coef is not None else table.coef)
         out[name] = one
-    out["lowest LOO"] = lambda fit: coef_predictor(table, choose_refit(table, fit, prefer=None)[1])
+    out["lowest LOO"] = lambda fit, seen: coef_predictor(table, choose_refit(table, fit, prefer=None)[1])
+
+    def guarded(fit: Sequence[Measured], seen: Sequence[Measured]) -> Predictor:
+        refit = coef_predictor(table, choose_refit(table, fit)[1])
+        keep = coef_predictor(table, table.coef)
+        return keep if score(keep, seen)[0] < score(refit, seen)[0] else refit
+    out["refit unless keep fits the seen better"] = guarded
     return out
 
 
@@ -99,11 +107,11 @@ def _summary(vals: Sequence[tuple[float, float]]) -> dict[str, float]:
 
 
 def run(files: Sequence[str], splits: int, n_fit: int, seed: int, since: str | None,
-        across_only: bool = False) -> dict:
+        across_only: bool = False, n_seen: int = 0) -> dict:
     """Same session: fit and test models from one run. Across sessions: runs that measured the same
     models (same command and seed, minutes apart) fit on one run's models and test on the other
     models as another run measured them, as a table adapted now is used later."""
-    report: dict = {"splits": splits, "n_fit": n_fit, "seed": seed, "same_session": [], "across_sessions": []}
+    report: dict = {"splits": splits, "n_fit": n_fit, "n_seen": n_seen, "seed": seed, "same_session": [], "across_sessions": []}
     loaded: list[tuple[str, dict, LatencyTable, list[Measured]]] = []
     for f in files:
         data = json.loads(Path(f).read_text())
@@ -115,7 +123,7 @@ def run(files: Sequence[str], splits: int, n_fit: int, seed: int, since: str | N
             model = create_model(result["model"], input_size=224)
             table = LatencyTable.load(default_table_path(SHIPPED / result["device"], require_arch(model), 224))
             rows = measured_rows(result, table)
-            if len(rows) >= n_fit + 3:
+            if len(rows) >= n_fit + n_seen + 3:
                 loaded.append((f"{Path(f).parent.name}/{Path(f).stem}", result, table, rows))
     pairs = [] if across_only else [(a, a) for a in range(len(loaded))]
     # across sessions: the same models measured on the same machine (same fingerprint differences)
@@ -132,9 +140,11 @@ def run(files: Sequence[str], splits: int, n_fit: int, seed: int, since: str | N
         for _ in range(splits):
             idx = list(range(len(fit_rows)))
             rng.shuffle(idx)
-            fit, test = [fit_rows[i] for i in idx[:n_fit]], [test_rows[i] for i in idx[n_fit:]]
+            fit = [fit_rows[i] for i in idx[:n_fit]]
+            seen = [fit_rows[i] for i in idx[n_fit:n_fit + n_seen]]  # measured with the fit models
+            test = [test_rows[i] for i in idx[n_fit + n_seen:]]
             for name, fn in ms.items():
-                per[name].append(score(fn(fit), test))
+                per[name].append(score(fn(fit, seen), test))
         if a == b:
             noise = [abs(m.rounds[0] / m.rounds[1] - 1) for m in fit_rows if len(m.rounds) > 1]
         else:
@@ -166,10 +176,13 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=10, help="fit models per split (the adaptation's budget)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--since", default=None, help="skip runs before this ISO date (the shipped table's last change)")
+    ap.add_argument("--seen", type=int, default=0,
+                    help="validation models per split (measured with the fit models, never tested on): the "
+                         "guard that keeps the table when it predicts them better than the refit")
     ap.add_argument("--across-only", action="store_true", help="only fit on one run, test on another")
     ap.add_argument("--out", default=None, help="write the report JSON here")
     args = ap.parse_args()
-    report = run(args.files, args.splits, args.fit, args.seed, args.since, args.across_only)
+    report = run(args.files, args.splits, args.fit, args.seed, args.since, args.across_only, args.seen)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 
