@@ -35,7 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 import lut_fidelity  # noqa: E402
 
-from amc_mobile.latency.adapt import FIT_WIDTHS, adapt_table, adaptation_configs, measure_models  # noqa: E402
+from amc_mobile.latency.adapt import (  # noqa: E402
+    FIT_WIDTHS,
+    PREFERRED,
+    adapt_table,
+    adaptation_configs,
+    measure_models,
+)
 from amc_mobile.latency.profiles import REPO_PROFILES, load_profile  # noqa: E402
 from amc_mobile.latency.profiling import profile_table, table_step  # noqa: E402
 from amc_mobile.latency.store import fingerprint_differences  # noqa: E402
@@ -87,11 +93,10 @@ def run_one(device: str, model_name: str, args: argparse.Namespace) -> dict:
     before = lut_fidelity.evaluate(table, judged, device, model_name)
 
     def adapt_and_evaluate(fit_widths: tuple[float, ...] = FIT_WIDTHS, fit: list | None = None,
-                           prefer: object = "default") -> tuple[dict, dict]:
+                           prefer: tuple[str, ...] | None = PREFERRED) -> tuple[dict, dict]:
         """Adapt the carried table (fresh measurements unless ``fit``) and judge it on the held-out models."""
-        kw = {} if prefer == "default" else {"prefer": prefer}
         record = adapt_table(table, prof, model, size, seen, n_measurements=args.measurements, seed=args.fit_seed,
-                             fit_widths=fit_widths, fit=fit, **kw)
+                             fit_widths=fit_widths, fit=fit, prefer=prefer)
         adapted = LatencyTable.load(path)
         if record["accepted"]:  # a rejected adaptation leaves the table as it was, as the store does
             adapted.apply_adaptation(record)

@@ -33,8 +33,10 @@ from amc_mobile.latency.adapt import (  # noqa: E402
     Measured,
     _candidates,
     choose_refit,
+    errors,
+    summarize,
 )
-from amc_mobile.latency.profiling import ModelConfig  # noqa: E402
+from amc_mobile.latency.profiling import ModelConfig, build_config_model  # noqa: E402
 from amc_mobile.latency.table import Coefficients, LatencyTable, default_table_path  # noqa: E402
 from amc_mobile.models import create_model  # noqa: E402
 from amc_mobile.models.arch import require_arch  # noqa: E402
@@ -51,54 +53,42 @@ def measured_rows(result: dict, table: LatencyTable) -> list[Measured]:
     pruner = ChannelPruner(model, size, reconstruct=False)
     out = []
     for r in result["before"]["rows"]:
-        keep = tuple(int(x) for x in r["keep_channels"].split())
-        removed = tuple(r["removed"].split())
-        net = pruner.prune(list(keep))
-        if removed:
-            from amc_mobile.search.ddc.units import apply_removal
-
-            apply_removal(net, removed)
-        desc = describe_model(net, size)
-        out.append(Measured(ModelConfig(r["config"], keep, removed), desc, float(r["meas_ratio"]),
-                            float(r["meas_ms"]), 1.0, 0.0, list(r.get("meas_ratio_rounds", []))))
+        cfg = ModelConfig(r["config"], tuple(int(x) for x in r["keep_channels"].split()), tuple(r["removed"].split()))
+        desc = describe_model(build_config_model(model, size, cfg, pruner), size)
+        out.append(Measured(cfg, desc, float(r["meas_ratio"]), float(r["meas_ms"]), 1.0, 0.0,
+                            list(r.get("meas_ratio_rounds", []))))
     return out
 
 
-Predictor = Callable[[Measured], float]
+def score(table: LatencyTable, coef: Coefficients, rows: Sequence[Measured]) -> tuple[float, float]:
+    """(median |error|, share within +-10%) of the table with ``coef`` on the rows' ratios."""
+    res = summarize(errors(table, rows, coef)["ratio"])
+    return res["median_abs_error"], res["within_10pct"]
 
 
-def coef_predictor(table: LatencyTable, coef: Coefficients) -> Predictor:
-    def pred(m: Measured) -> float:
-        s, b = table.raw_features(m.desc)
-        return coef.apply(s, b)
-    return pred
-
-
-def score(pred: Predictor, rows: Sequence[Measured]) -> tuple[float, float]:
-    errs = [abs(pred(m) / m.ratio - 1) for m in rows]
-    return median(errs), sum(e <= 0.10 for e in errs) / len(errs)
-
-
-def methods(table: LatencyTable) -> dict[str, Callable[[Sequence[Measured], Sequence[Measured]], Predictor]]:
+def methods(table: LatencyTable) -> dict[str, Callable[[Sequence[Measured], Sequence[Measured]], Coefficients]]:
     """Each estimator as a function of the fit models (and the ``seen`` validation models, for the guard):
     the table as shipped, every single estimator, the earlier default (the estimator with the lowest
-    leave-one-out error on the fit models), and with ``--guard`` what ``adapt_table`` does: ``refit``,
+    leave-one-out error on the fit models), and with ``--seen`` what ``adapt_table`` does: ``refit``,
     unless the table as it is predicts the seen models better (then it is kept)."""
-    out: dict[str, Callable[[Sequence[Measured], Sequence[Measured]], Predictor]] = {
-        "keep": lambda fit, seen: coef_predictor(table, table.coef)}
+    out: dict[str, Callable[[Sequence[Measured], Sequence[Measured]], Coefficients]] = {
+        "keep": lambda fit, seen: table.coef}
     for name in ESTIMATORS:
-        def one(fit: Sequence[Measured], seen: Sequence[Measured], name: str = name) -> Predictor:
-            coef = _candidates(table, fit)[name](list(range(len(fit))))
-            return coef_predictor(table, coef if coef is not None else table.coef)
+        def one(fit: Sequence[Measured], seen: Sequence[Measured], name: str = name) -> Coefficients:
+            return _candidates(table, fit)[name](list(range(len(fit)))) or table.coef
         out[name] = one
-    out["lowest LOO"] = lambda fit, seen: coef_predictor(table, choose_refit(table, fit, prefer=None)[1])
+    out["lowest LOO"] = lambda fit, seen: choose_refit(table, fit, prefer=None)[1]
 
-    def guarded(fit: Sequence[Measured], seen: Sequence[Measured]) -> Predictor:
-        refit = coef_predictor(table, choose_refit(table, fit)[1])
-        keep = coef_predictor(table, table.coef)
-        return keep if score(keep, seen)[0] < score(refit, seen)[0] else refit
+    def guarded(fit: Sequence[Measured], seen: Sequence[Measured]) -> Coefficients:
+        refit = choose_refit(table, fit)[1]
+        return table.coef if score(table, table.coef, seen)[0] < score(table, refit, seen)[0] else refit
     out["refit unless keep fits the seen better"] = guarded
     return out
+
+
+def _cells(by_method: dict[str, dict[str, float]]) -> str:
+    return "  ".join(f"{k} {100 * v['median_abs_error']:.1f}%/{100 * v['within_10pct']:.0f}%"
+                     for k, v in by_method.items())
 
 
 def _summary(vals: Sequence[tuple[float, float]]) -> dict[str, float]:
@@ -144,7 +134,7 @@ def run(files: Sequence[str], splits: int, n_fit: int, seed: int, since: str | N
             seen = [fit_rows[i] for i in idx[n_fit:n_fit + n_seen]]  # measured with the fit models
             test = [test_rows[i] for i in idx[n_fit + n_seen:]]
             for name, fn in ms.items():
-                per[name].append(score(fn(fit, seen), test))
+                per[name].append(score(table, fn(fit, seen), test))
         if a == b:
             noise = [abs(m.rounds[0] / m.rounds[1] - 1) for m in fit_rows if len(m.rounds) > 1]
         else:
@@ -153,8 +143,7 @@ def run(files: Sequence[str], splits: int, n_fit: int, seed: int, since: str | N
                  "models": len(fit_rows), "noise_floor": median(noise) if noise else None,
                  "methods": {k: _summary(v) for k, v in per.items()}}
         report["same_session" if a == b else "across_sessions"].append(entry)
-        cells = "  ".join(f"{k} {100 * v['median_abs_error']:.1f}%/{100 * v['within_10pct']:.0f}%"
-                          for k, v in entry["methods"].items())
+        cells = _cells(entry["methods"])
         where = name_a if a == b else f"fit {name_a} -> test {loaded[b][0]}"
         print(f"{where} {result['device']} {result['model']} ({len(fit_rows)} models, noise "
               f"{100 * (entry['noise_floor'] or 0):.1f}%): {cells}", flush=True)
@@ -164,7 +153,7 @@ def run(files: Sequence[str], splits: int, n_fit: int, seed: int, since: str | N
             avg = {k: {"median_abs_error": mean(e["methods"][k]["median_abs_error"] for e in es),
                        "within_10pct": mean(e["methods"][k]["within_10pct"] for e in es)} for k in es[0]["methods"]}
             report.setdefault("averages", {}).setdefault(kind, {})[model] = avg
-            cells = "  ".join(f"{k} {100 * v['median_abs_error']:.1f}%/{100 * v['within_10pct']:.0f}%" for k, v in avg.items())
+            cells = _cells(avg)
             print(f"average over {len(es)} ({kind.replace('_', ' ')}) {model}: {cells}", flush=True)
     return report
 

@@ -538,29 +538,38 @@ def test_closed_loop_takes_the_secant_when_the_tables_error_changes_with_width(
     assert s.measured_vs_budget is not None and s.measured_vs_budget <= 1.05
 
 
-def test_closed_loop_keeps_the_budget_when_its_two_rounds_disagree(
-        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A device whose pruned models run 1.3x slower in every other session (a noisy shared machine): the two
-    rounds of the first step disagree, so the loop does not steer by them and says why in one line."""
+def _session_counting() -> Any:
+    """A fresh fake-backend class that numbers its instances (one per measurement session) in
+    ``self.session``, from 1; ``sessions`` on the class is how many there were."""
     from conftest import FakeBackend
 
-    from amc_mobile.latency.base import register_backend
-    from amc_mobile.search.runner import SearchInputs, run_search
-
-    @register_backend("fake-noisy-test")
-    class NoisyBackend(FakeBackend):
+    class SessionCounting(FakeBackend):
         sessions = 0
 
         def __init__(self, *a: Any, **kw: Any) -> None:
             super().__init__(*a, **kw)
-            NoisyBackend.sessions += 1
-            self.slow = NoisyBackend.sessions % 2 == 0
+            SessionCounting.sessions += 1
+            self.session = SessionCounting.sessions
+
+    return SessionCounting
+
+
+def test_closed_loop_keeps_the_budget_when_its_two_rounds_disagree(
+        toy: Path, tmp_path: Path, search_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device whose pruned models run 1.3x slower in every other session (a noisy shared machine): the two
+    rounds of the first step disagree, so the loop does not steer by them and says why in one line."""
+    from amc_mobile.latency.base import register_backend
+    from amc_mobile.search.runner import SearchInputs, run_search
+
+    @register_backend("fake-noisy-test")
+    class NoisyBackend(_session_counting()):
 
         def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
             from amc_mobile.latency.base import format_samples
 
             ms = float(Path(artifact).read_text())
-            slow = self.slow and Path(artifact).stem.startswith("c")  # the candidates, not teacher or reference
+            # every other session, the candidates (not teacher or reference) run slower
+            slow = self.session % 2 == 0 and Path(artifact).stem.startswith("c")
             return format_samples([ms * (1.3 if slow else 1.0)] * runs)
 
     table = _fake_device_and_table(toy, tmp_path, monkeypatch, 1.3)
@@ -583,19 +592,11 @@ def test_a_pick_over_budget_in_one_disturbed_session_is_measured_again_and_kept(
     """The first measurement session runs the candidates slower (a neighbour's burst on a shared machine):
     the pick measures 1.08x its budget there. It is measured again next to the other top-k and judged on
     the mean of its two sessions, so one disturbed session does not cost the user the pick."""
-    from conftest import FakeBackend
-
     from amc_mobile.latency.base import register_backend
     from amc_mobile.search.runner import SearchInputs, run_search
 
     @register_backend("fake-burst-test")
-    class BurstBackend(FakeBackend):
-        sessions = 0
-
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, **kw)
-            BurstBackend.sessions += 1
-            self.session = BurstBackend.sessions
+    class BurstBackend(_session_counting()):
 
         def run(self, artifact: str | Path, warmup_runs: int, runs: int) -> str:
             from amc_mobile.latency.base import format_samples
